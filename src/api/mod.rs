@@ -1,0 +1,101 @@
+//! The admin API (DESIGN §4): HTTP/JSON over axum. It parses and validates
+//! requests into registry types and renders registry state; it knows nothing
+//! of DNS.
+
+mod body;
+mod error;
+mod instances;
+mod services;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderName, HeaderValue};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde_json::json;
+
+pub use body::MAX_BODY;
+pub use error::ApiError;
+
+use crate::registry::Registry;
+use crate::registry::model::Cluster;
+
+/// What every handler gets.
+#[derive(Clone)]
+pub struct ApiState {
+    /// The registry.
+    pub registry: Arc<Registry>,
+    /// The cluster of instances registered without one: the server's own.
+    pub default_cluster: Cluster,
+}
+
+/// Header carrying the registry index on every response.
+pub const INDEX_HEADER: HeaderName = HeaderName::from_static("x-signpost-index");
+
+/// The admin API over `registry`; instances registered without a cluster go
+/// to `default_cluster`.
+pub fn router(registry: Arc<Registry>, default_cluster: Cluster) -> Router {
+    let state = ApiState {
+        registry: registry.clone(),
+        default_cluster,
+    };
+    Router::new()
+        .route("/v1/services", get(services::list))
+        .route(
+            "/v1/services/{service}",
+            get(services::get).put(services::put_settings),
+        )
+        .route(
+            "/v1/services/{service}/instances/{id}",
+            get(instances::get)
+                .put(instances::put)
+                .delete(instances::delete),
+        )
+        .route("/health", get(health))
+        .route("/ready", get(ready))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(axum::middleware::map_response_with_state(
+            registry, add_index,
+        ))
+        .with_state(state)
+}
+
+/// Adds the registry index to responses that do not carry one yet.
+async fn add_index(State(registry): State<Arc<Registry>>, mut response: Response) -> Response {
+    if !response.headers().contains_key(INDEX_HEADER) {
+        response
+            .headers_mut()
+            .insert(INDEX_HEADER, HeaderValue::from(registry.index()));
+    }
+    response
+}
+
+/// A JSON body with `index` in it and in the index header.
+fn with_index(index: u64, mut body: serde_json::Value) -> Response {
+    body["index"] = json!(index);
+    let mut response = axum::Json(body).into_response();
+    response
+        .headers_mut()
+        .insert(INDEX_HEADER, HeaderValue::from(index));
+    response
+}
+
+/// Liveness: the process answers.
+async fn health() -> Response {
+    axum::Json(json!({ "status": "ok" })).into_response()
+}
+
+/// Readiness: the registry is loaded (it is before the API listens).
+async fn ready(State(ApiState { registry, .. }): State<ApiState>) -> Response {
+    with_index(
+        registry.index(),
+        json!({ "status": "ready", "store": registry.store_kind() }),
+    )
+}
+
+async fn not_found() -> ApiError {
+    ApiError::NotFound("no such route; see DESIGN §4 for the API".into())
+}

@@ -1,0 +1,151 @@
+//! Command line: the server's settings and the client commands. Defaults live
+//! here and only here.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Default DNS address (UDP and TCP).
+pub const DEFAULT_DNS_ADDR: &str = "127.0.0.1:8600";
+/// Default admin API address.
+pub const DEFAULT_HTTP_ADDR: &str = "127.0.0.1:8500";
+/// Default admin API URL for the client commands.
+pub const DEFAULT_API_URL: &str = "http://127.0.0.1:8500";
+
+/// signpost: service discovery that speaks DNS.
+#[derive(Debug, Parser)]
+#[command(name = "signpost", version, about, propagate_version = true)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server: DNS and the admin API.
+    Serve(ServeArgs),
+    /// Register (or replace) an instance of a service.
+    Register(RegisterArgs),
+    /// Remove an instance of a service.
+    Deregister(DeregisterArgs),
+    /// List services, or the instances of one service.
+    List(ListArgs),
+}
+
+/// Settings of `signpost serve`.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// DNS address, UDP and TCP on the same port (port 0 picks a free one).
+    #[arg(long, default_value = DEFAULT_DNS_ADDR, env = "SIGNPOST_DNS_ADDR")]
+    pub dns_addr: SocketAddr,
+    /// Admin API address (port 0 picks a free one).
+    #[arg(long, default_value = DEFAULT_HTTP_ADDR, env = "SIGNPOST_HTTP_ADDR")]
+    pub http_addr: SocketAddr,
+    /// The registry's DNS zone.
+    #[arg(long, default_value = "internal", env = "SIGNPOST_DOMAIN")]
+    pub domain: String,
+    /// This server's cluster: names without a cluster label mean it.
+    #[arg(long, default_value = "dc1", env = "SIGNPOST_CLUSTER")]
+    pub cluster: String,
+    /// Directory of RFC 1035 zone files (`*.zone`) served beside the registry.
+    #[arg(long, default_value = "zones", env = "SIGNPOST_ZONES_DIR")]
+    pub zones_dir: PathBuf,
+    /// TTL of negative answers (the SOA minimum).
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub negative_ttl: Duration,
+    /// Address(es) served for `ns.<domain>`, the zone's NS target. Defaults to
+    /// the DNS address when it is not a wildcard.
+    #[arg(long = "ns-address")]
+    pub ns_addresses: Vec<IpAddr>,
+    /// Seed for answer ordering, for reproducible tests. Random by default.
+    #[arg(long, hide = true, env = "SIGNPOST_SEED")]
+    pub seed: Option<u64>,
+}
+
+/// Where the client commands find the admin API.
+#[derive(Debug, Clone, Args)]
+pub struct ApiArgs {
+    /// Admin API base URL.
+    #[arg(long, default_value = DEFAULT_API_URL, env = "SIGNPOST_API")]
+    pub api: String,
+}
+
+/// `signpost register`.
+#[derive(Debug, Clone, Args)]
+pub struct RegisterArgs {
+    /// Service name.
+    pub service: String,
+    /// Instance address (IPv4 or IPv6).
+    #[arg(long)]
+    pub address: String,
+    /// Instance port.
+    #[arg(long)]
+    pub port: u16,
+    /// Instance id; defaults to the address and port (`10-0-0-5-8080`).
+    #[arg(long)]
+    pub id: Option<String>,
+    /// Weight within its priority tier (1..65535).
+    #[arg(long)]
+    pub weight: Option<u16>,
+    /// Priority tier, lower first (0..65535).
+    #[arg(long)]
+    pub priority: Option<u16>,
+    /// A tag; repeat for more.
+    #[arg(long = "tag")]
+    pub tags: Vec<String>,
+    /// Metadata as key=value; repeat for more.
+    #[arg(long = "meta", value_parser = parse_key_value)]
+    pub meta: Vec<(String, String)>,
+    /// Cluster the instance runs in.
+    #[arg(long)]
+    pub cluster: Option<String>,
+    /// TTL of its DNS answers (`5s`).
+    #[arg(long)]
+    pub ttl: Option<String>,
+    /// STARTING, UP or OUT_OF_SERVICE.
+    #[arg(long)]
+    pub status: Option<String>,
+    /// The admin API.
+    #[command(flatten)]
+    pub api: ApiArgs,
+}
+
+/// `signpost deregister`.
+#[derive(Debug, Clone, Args)]
+pub struct DeregisterArgs {
+    /// Service name.
+    pub service: String,
+    /// Instance id.
+    pub id: String,
+    /// The admin API.
+    #[command(flatten)]
+    pub api: ApiArgs,
+}
+
+/// `signpost list`.
+#[derive(Debug, Clone, Args)]
+pub struct ListArgs {
+    /// Service to list instances of; all services when absent.
+    pub service: Option<String>,
+    /// Print the API's JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// The admin API.
+    #[command(flatten)]
+    pub api: ApiArgs,
+}
+
+fn parse_duration(value: &str) -> Result<Duration, String> {
+    humantime::parse_duration(value).map_err(|e| e.to_string())
+}
+
+fn parse_key_value(value: &str) -> Result<(String, String), String> {
+    value
+        .split_once('=')
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .ok_or_else(|| format!("{value:?} is not key=value"))
+}

@@ -1,0 +1,376 @@
+//! The registry zone (`internal.` by default): answers from the projection's
+//! current snapshot, ordered per query (DESIGN §2, §3).
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use hickory_proto::op::ResponseCode;
+use hickory_proto::rr::rdata::{A, AAAA, HINFO, NS, SOA, SRV};
+use hickory_proto::rr::{LowerName, Name, RData, Record, RecordType};
+
+use super::answer::{Answer, Question};
+use super::names::{self, RegistryName};
+use crate::projection::order::{QueryContext, order};
+use crate::projection::{Projection, ServiceRecords, Snapshot};
+use crate::registry::model::LbPolicy;
+
+/// Settings of the registry zone.
+#[derive(Debug, Clone)]
+pub struct RegistryZoneConfig {
+    /// The zone's name (`internal.`).
+    pub domain: Name,
+    /// This server's cluster: names without a cluster label mean it.
+    pub cluster: String,
+    /// Negative-answer TTL (SOA minimum and SOA TTL), seconds.
+    pub negative_ttl: u32,
+    /// Addresses served for `ns.<domain>` (the NS target); may be empty.
+    pub ns_addresses: Vec<IpAddr>,
+}
+
+/// The registry zone.
+pub struct RegistryZone {
+    /// Its settings.
+    config: RegistryZoneConfig,
+    /// `config.domain`, for matching.
+    origin: LowerName,
+    /// `ns.<domain>`: the NS target.
+    ns_name: Name,
+    /// `hostmaster.<domain>`: the SOA RNAME.
+    hostmaster: Name,
+    /// Where snapshots come from.
+    projection: Arc<Projection>,
+}
+
+/// What exists at a name, for one snapshot.
+enum Node<'s> {
+    /// The name does not exist: NXDOMAIN.
+    Missing,
+    /// The name exists and holds no records (an empty non-terminal): NODATA.
+    Empty,
+    /// The zone apex.
+    Apex,
+    /// The name server name.
+    NameServer,
+    /// A service name, with its filter.
+    Service {
+        service: &'s ServiceRecords,
+        tag: Option<&'s str>,
+        srv_only: bool,
+    },
+    /// An instance name.
+    Instance {
+        service: &'s ServiceRecords,
+        index: usize,
+    },
+}
+
+impl RegistryZone {
+    /// The zone, answering from `projection`.
+    pub fn new(config: RegistryZoneConfig, projection: Arc<Projection>) -> Self {
+        let origin = LowerName::new(&config.domain);
+        let under = |label: &str| {
+            Name::from_ascii(label)
+                .and_then(|n| n.append_domain(&config.domain))
+                .expect("one label under a valid domain is a valid name")
+        };
+        Self {
+            ns_name: under("ns"),
+            hostmaster: under("hostmaster"),
+            origin,
+            config,
+            projection,
+        }
+    }
+
+    /// The zone's name.
+    pub fn origin(&self) -> &LowerName {
+        &self.origin
+    }
+
+    /// Answers `q`, whose name is at or below the origin.
+    pub fn answer(&self, q: &mut Question<'_>) -> Answer {
+        let snapshot = self.projection.load();
+        let mut answer = Answer {
+            authoritative: true,
+            ..Answer::default()
+        };
+        let node = self.node(
+            &snapshot,
+            names::parse(q.lower, self.origin.num_labels() as usize),
+        );
+        if matches!(node, Node::Missing) {
+            answer.rcode = ResponseCode::NXDomain;
+        } else if q.qtype == RecordType::ANY && !q.tcp {
+            // RFC 8482 §4.2: one small synthesised record instead of everything.
+            let hinfo = HINFO::new("RFC8482".into(), String::new());
+            let ttl = self.config.negative_ttl;
+            answer
+                .answers
+                .push(Record::from_rdata(q.name.clone(), ttl, RData::HINFO(hinfo)));
+        } else if q.qtype == RecordType::ANY {
+            for qtype in [
+                RecordType::SOA,
+                RecordType::NS,
+                RecordType::SRV,
+                RecordType::A,
+                RecordType::AAAA,
+                RecordType::TXT,
+            ] {
+                self.records(&snapshot, &node, qtype, q, &mut answer);
+            }
+        } else {
+            self.records(&snapshot, &node, q.qtype, q, &mut answer);
+        }
+        if answer.answers.is_empty() {
+            answer.additional.clear();
+            answer.authority.push(self.soa(
+                &snapshot,
+                self.config.domain.clone(),
+                self.config.negative_ttl,
+            ));
+        }
+        answer
+    }
+
+    /// Finds what `name` refers to in `snapshot`.
+    fn node<'s>(&self, snapshot: &'s Snapshot, name: RegistryName<'s>) -> Node<'s> {
+        let local = self.config.cluster.as_str();
+        let known = |c: Option<&str>| snapshot.cluster(c.unwrap_or(local)).is_some();
+        let empty_if = |exists: bool| if exists { Node::Empty } else { Node::Missing };
+        match name {
+            RegistryName::Apex => Node::Apex,
+            RegistryName::NameServer => Node::NameServer,
+            RegistryName::ClusterNode { cluster } => empty_if(known(Some(cluster))),
+            RegistryName::Branch { cluster } => empty_if(known(cluster)),
+            RegistryName::ProtoNode { cluster, tag } => {
+                let c = snapshot.cluster(cluster.unwrap_or(local));
+                empty_if(c.is_some_and(|c| tag.is_none_or(|t| c.has_tag(t))))
+            }
+            RegistryName::InstanceParent { cluster, service } => {
+                let c = snapshot.cluster(cluster.unwrap_or(local));
+                empty_if(
+                    c.and_then(|c| c.service(service))
+                        .is_some_and(|s| !s.instances.is_empty()),
+                )
+            }
+            RegistryName::Service {
+                cluster,
+                service,
+                tag,
+                srv_only,
+            } => {
+                let Some(records) = snapshot
+                    .cluster(cluster.unwrap_or(local))
+                    .and_then(|c| c.service(service))
+                else {
+                    return Node::Missing;
+                };
+                if tag.is_some_and(|t| !records.has_tag(t)) {
+                    return Node::Missing;
+                }
+                Node::Service {
+                    service: records,
+                    tag,
+                    srv_only,
+                }
+            }
+            RegistryName::Instance {
+                cluster,
+                service,
+                id,
+            } => {
+                let records = snapshot
+                    .cluster(cluster.unwrap_or(local))
+                    .and_then(|c| c.service(service));
+                match records.and_then(|s| s.instance(id).map(|_| s)) {
+                    Some(service) => Node::Instance {
+                        index: service
+                            .instances
+                            .iter()
+                            .position(|i| &*i.id == id)
+                            .unwrap_or(0),
+                        service,
+                    },
+                    None => Node::Missing,
+                }
+            }
+            RegistryName::Unknown => Node::Missing,
+        }
+    }
+
+    /// Appends the records of type `qtype` at `node` to `answer`.
+    fn records(
+        &self,
+        snapshot: &Snapshot,
+        node: &Node<'_>,
+        qtype: RecordType,
+        q: &mut Question<'_>,
+        answer: &mut Answer,
+    ) {
+        match (node, qtype) {
+            (Node::Apex, RecordType::SOA) => {
+                answer
+                    .answers
+                    .push(self.soa(snapshot, q.name.clone(), self.config.negative_ttl));
+            }
+            (Node::Apex, RecordType::NS) => {
+                let ns = RData::NS(NS(self.ns_name.clone()));
+                answer
+                    .answers
+                    .push(Record::from_rdata(q.name.clone(), NS_TTL, ns));
+                for address in &self.config.ns_addresses {
+                    answer
+                        .additional
+                        .push(address_record(self.ns_name.clone(), NS_TTL, *address));
+                }
+            }
+            (Node::NameServer, RecordType::A | RecordType::AAAA) => {
+                for address in &self.config.ns_addresses {
+                    if family_matches(qtype, address) {
+                        answer
+                            .answers
+                            .push(address_record(q.name.clone(), NS_TTL, *address));
+                    }
+                }
+            }
+            (Node::Instance { service, index }, _) => {
+                let instance = &service.instances[*index];
+                if !instance.served {
+                    return;
+                }
+                match qtype {
+                    RecordType::A | RecordType::AAAA
+                        if family_matches(qtype, &instance.address) =>
+                    {
+                        answer.answers.push(address_record(
+                            q.name.clone(),
+                            instance.ttl,
+                            instance.address,
+                        ));
+                    }
+                    RecordType::TXT => {
+                        let txt = RData::TXT(instance.txt.clone());
+                        answer
+                            .answers
+                            .push(Record::from_rdata(q.name.clone(), instance.ttl, txt));
+                    }
+                    _ => {}
+                }
+            }
+            (
+                Node::Service {
+                    service,
+                    tag,
+                    srv_only,
+                    ..
+                },
+                RecordType::SRV | RecordType::A | RecordType::AAAA,
+            ) => {
+                if *srv_only && qtype != RecordType::SRV {
+                    return;
+                }
+                self.service_records(service, *tag, qtype, q, answer);
+            }
+            _ => {}
+        }
+    }
+
+    /// The served instances of `service` matching `tag` (and the address
+    /// family for A/AAAA), ordered for this query.
+    fn service_records(
+        &self,
+        service: &ServiceRecords,
+        tag: Option<&str>,
+        qtype: RecordType,
+        q: &mut Question<'_>,
+        answer: &mut Answer,
+    ) {
+        let mut picked = Vec::new();
+        let mut candidates = Vec::new();
+        for (n, instance) in service.instances.iter().enumerate() {
+            if instance.served
+                && tag.is_none_or(|t| instance.has_tag(t))
+                && (qtype == RecordType::SRV || family_matches(qtype, &instance.address))
+            {
+                picked.push(n);
+                candidates.push(instance.candidate);
+            }
+        }
+        if picked.is_empty() {
+            return;
+        }
+        let ctx = QueryContext {
+            rotation: if service.lb == LbPolicy::RoundRobin {
+                service.next_rotation()
+            } else {
+                0
+            },
+            client: q.client,
+        };
+        let mut ordered = Vec::with_capacity(picked.len());
+        order(&candidates, service.lb, ctx, q.rng, &mut ordered);
+        if service.lb == LbPolicy::Hash {
+            answer.ecs_scope = q.ecs_source_prefix;
+        }
+        // RFC 2181 §5.2: one TTL for the whole RRset, the smallest asked for.
+        let ttl = picked
+            .iter()
+            .map(|&n| service.instances[n].ttl)
+            .min()
+            .unwrap_or(0);
+        for &o in &ordered {
+            let instance = &service.instances[picked[o]];
+            if qtype == RecordType::SRV {
+                let c = instance.candidate;
+                let srv = SRV::new(c.priority, c.weight, instance.port, instance.target.clone());
+                answer
+                    .answers
+                    .push(Record::from_rdata(q.name.clone(), ttl, RData::SRV(srv)));
+                answer.additional.push(address_record(
+                    instance.target.clone(),
+                    instance.ttl,
+                    instance.address,
+                ));
+            } else {
+                answer
+                    .answers
+                    .push(address_record(q.name.clone(), ttl, instance.address));
+            }
+        }
+    }
+
+    /// The zone's SOA with owner `owner` (the apex as asked, or the origin).
+    fn soa(&self, snapshot: &Snapshot, owner: Name, ttl: u32) -> Record {
+        let soa = SOA::new(
+            self.ns_name.clone(),
+            self.hostmaster.clone(),
+            // RFC 1982 serial arithmetic tolerates the wrap.
+            snapshot.index as u32,
+            3600,
+            600,
+            86_400,
+            self.config.negative_ttl,
+        );
+        Record::from_rdata(owner, ttl, RData::SOA(soa))
+    }
+}
+
+/// TTL of the apex NS and the name server's address: they change only with
+/// the configuration.
+const NS_TTL: u32 = 3600;
+
+fn family_matches(qtype: RecordType, address: &IpAddr) -> bool {
+    matches!(
+        (qtype, address),
+        (RecordType::A, IpAddr::V4(_)) | (RecordType::AAAA, IpAddr::V6(_))
+    )
+}
+
+/// An A or AAAA record for `address`.
+pub fn address_record(owner: Name, ttl: u32, address: IpAddr) -> Record {
+    let rdata = match address {
+        IpAddr::V4(v4) => RData::A(A(v4)),
+        IpAddr::V6(v6) => RData::AAAA(AAAA(v6)),
+    };
+    Record::from_rdata(owner, ttl, rdata)
+}

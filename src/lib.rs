@@ -1,0 +1,22 @@
+//! signpost: service discovery that speaks DNS.
+//!
+//! - [`registry`]: the truth about services and instances; commits to a store,
+//!   numbers changes, tells an observer. Knows nothing of DNS or HTTP.
+//! - [`projection`]: turns a changed service into ready-made DNS data and
+//!   publishes immutable snapshots by atomic swap; answer ordering.
+//! - [`dns`]: hickory-server transport, the registry zone, static zones, wire
+//!   rules (EDNS, truncation). Reads snapshots; never sees the registry.
+//! - [`api`]: the HTTP admin API; parses requests into registry types.
+//! - [`client`]: the `register`/`deregister`/`list` commands.
+//! - [`config`]: command line and defaults. [`app`]: wiring.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod api;
+pub mod app;
+pub mod client;
+pub mod config;
+pub mod dns;
+pub mod projection;
+pub mod registry;

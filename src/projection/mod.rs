@@ -1,0 +1,402 @@
+//! The projection: registry state turned into ready-made DNS data.
+//!
+//! On every registry change it rebuilds only the changed service, in every
+//! cluster it appears in, and publishes a new [`Snapshot`] with one atomic
+//! pointer swap. The DNS side only ever loads the current snapshot: no lock
+//! shared with writers, no waiting. It never sees the registry itself.
+
+pub mod order;
+
+use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use arc_swap::ArcSwap;
+use hickory_proto::rr::Name;
+use hickory_proto::rr::rdata::TXT;
+use parking_lot::Mutex;
+
+use crate::registry::model::{Instance, LbPolicy};
+use crate::registry::{Observer, ServiceState};
+use order::{Candidate, instance_key};
+
+/// What the projection needs to know of the DNS layout.
+#[derive(Debug, Clone)]
+pub struct ProjectionConfig {
+    /// The registry zone (`internal.`), lower case, fully qualified.
+    pub domain: Name,
+    /// This server's own cluster: its names carry no cluster label.
+    pub cluster: String,
+}
+
+/// One instance, ready to be answered.
+#[derive(Debug, Clone)]
+pub struct InstanceRecords {
+    /// Its id (lower case).
+    pub id: Box<str>,
+    /// A or AAAA data.
+    pub address: IpAddr,
+    /// SRV port.
+    pub port: u16,
+    /// TTL of every record about it, in seconds.
+    pub ttl: u32,
+    /// Whether DNS may hand it out (status and, later, health).
+    pub served: bool,
+    /// Its tags, sorted.
+    pub tags: Box<[Box<str>]>,
+    /// Priority, weight and hash key, for ordering and SRV.
+    pub candidate: Candidate,
+    /// Its own name, the SRV target: `<id>.<service>.instance[.<cluster>].<domain>`.
+    pub target: Name,
+    /// Its meta as TXT strings `key=value` (one empty string when it has none,
+    /// as RFC 6763 §6.1 asks).
+    pub txt: TXT,
+}
+
+impl InstanceRecords {
+    /// Whether it carries `tag`.
+    pub fn has_tag(&self, tag: &str) -> bool {
+        self.tags.binary_search_by(|t| (**t).cmp(tag)).is_ok()
+    }
+}
+
+/// One service in one cluster, ready to be answered.
+#[derive(Debug)]
+pub struct ServiceRecords {
+    /// Ordering policy within a tier.
+    pub lb: LbPolicy,
+    /// Round-robin position; carried over when the service is rebuilt.
+    rotation: Arc<AtomicU64>,
+    /// Every registered instance in this cluster, served or not, sorted by
+    /// priority then id (the order `order::order` expects).
+    pub instances: Vec<InstanceRecords>,
+    /// Position in `instances` by id.
+    by_id: HashMap<Box<str>, usize>,
+    /// Every tag any instance carries.
+    tags: HashSet<Box<str>>,
+}
+
+impl ServiceRecords {
+    /// The instance `id`, served or not.
+    pub fn instance(&self, id: &str) -> Option<&InstanceRecords> {
+        self.by_id.get(id).map(|&i| &self.instances[i])
+    }
+
+    /// Whether any instance carries `tag`.
+    pub fn has_tag(&self, tag: &str) -> bool {
+        self.tags.contains(tag)
+    }
+
+    /// The round-robin position for one query (advances it).
+    pub fn next_rotation(&self) -> u64 {
+        self.rotation.fetch_add(1, Ordering::Relaxed)
+    }
+}
+
+/// Every service of one cluster.
+#[derive(Debug, Clone, Default)]
+pub struct ClusterRecords {
+    /// Services by name.
+    services: HashMap<Box<str>, Arc<ServiceRecords>>,
+    /// How many services use each tag, so tag names exist while one does.
+    tag_uses: HashMap<Box<str>, usize>,
+}
+
+impl ClusterRecords {
+    /// The service `name` in this cluster.
+    pub fn service(&self, name: &str) -> Option<&ServiceRecords> {
+        self.services.get(name).map(|s| &**s)
+    }
+
+    /// Whether any service here has an instance tagged `tag`.
+    pub fn has_tag(&self, tag: &str) -> bool {
+        self.tag_uses.contains_key(tag)
+    }
+
+    fn remove_service(&mut self, name: &str) -> Option<Arc<ServiceRecords>> {
+        let old = self.services.remove(name)?;
+        for tag in &old.tags {
+            if let Some(n) = self.tag_uses.get_mut(tag) {
+                *n -= 1;
+                if *n == 0 {
+                    self.tag_uses.remove(tag);
+                }
+            }
+        }
+        Some(old)
+    }
+
+    fn insert_service(&mut self, name: &str, service: ServiceRecords) {
+        for tag in &service.tags {
+            *self.tag_uses.entry(tag.clone()).or_default() += 1;
+        }
+        self.services.insert(name.into(), Arc::new(service));
+    }
+}
+
+/// An immutable view of everything DNS serves from the registry.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    /// The registry index this snapshot reflects (the SOA serial).
+    pub index: u64,
+    /// The server's own cluster.
+    local: Box<str>,
+    /// Clusters that have instances, and always the local one.
+    clusters: HashMap<Box<str>, ClusterRecords>,
+}
+
+impl Snapshot {
+    /// An empty snapshot for a server in `local`.
+    pub fn empty(local: &str) -> Self {
+        let mut clusters = HashMap::new();
+        clusters.insert(local.into(), ClusterRecords::default());
+        Self {
+            index: 0,
+            local: local.into(),
+            clusters,
+        }
+    }
+
+    /// The cluster `name`, if it is known (the local one always is).
+    pub fn cluster(&self, name: &str) -> Option<&ClusterRecords> {
+        self.clusters.get(name)
+    }
+
+    /// The server's own cluster.
+    pub fn local(&self) -> &ClusterRecords {
+        &self.clusters[&self.local]
+    }
+}
+
+/// Publishes snapshots; the registry's observer in a running server.
+pub struct Projection {
+    /// Names and the local cluster.
+    config: ProjectionConfig,
+    /// The current snapshot: DNS loads it, writers swap it.
+    current: ArcSwap<Snapshot>,
+    /// Serialises rebuilds (the registry already does; this keeps the
+    /// projection correct on its own).
+    writer: Mutex<()>,
+}
+
+impl Projection {
+    /// A projection with an empty snapshot.
+    pub fn new(config: ProjectionConfig) -> Self {
+        let current = ArcSwap::from_pointee(Snapshot::empty(&config.cluster));
+        Self {
+            config,
+            current,
+            writer: Mutex::new(()),
+        }
+    }
+
+    /// The current snapshot. Lock-free; what DNS calls once per query.
+    pub fn load(&self) -> arc_swap::Guard<Arc<Snapshot>> {
+        self.current.load()
+    }
+
+    /// Rebuilds `service` in every cluster it was or is in, and publishes.
+    pub fn rebuild(&self, service: &ServiceState, index: u64) {
+        let _writer = self.writer.lock();
+        let mut next = Snapshot::clone(&self.current.load());
+        let name = service.name.as_str();
+        let lb = service.settings.as_ref().map(|s| s.lb).unwrap_or_default();
+
+        let mut rotations = HashMap::new();
+        for (cluster, records) in next.clusters.iter_mut() {
+            if let Some(old) = records.remove_service(name) {
+                rotations.insert(cluster.clone(), old.rotation.clone());
+            }
+        }
+
+        let mut by_cluster: HashMap<&str, Vec<&Instance>> = HashMap::new();
+        for instance in &service.instances {
+            by_cluster
+                .entry(instance.cluster.as_str())
+                .or_default()
+                .push(instance);
+        }
+        if service.exists() {
+            // A service with settings but no local instances still exists locally.
+            by_cluster.entry(&self.config.cluster).or_default();
+        }
+        for (cluster, instances) in by_cluster {
+            let rotation = rotations.remove(cluster).unwrap_or_default();
+            let records = self.service_records(name, cluster, lb, rotation, &instances);
+            next.clusters
+                .entry(cluster.into())
+                .or_default()
+                .insert_service(name, records);
+        }
+        let local = self.config.cluster.as_str();
+        next.clusters
+            .retain(|cluster, records| &**cluster == local || !records.services.is_empty());
+        next.index = next.index.max(index);
+        self.current.store(Arc::new(next));
+    }
+
+    fn service_records(
+        &self,
+        service: &str,
+        cluster: &str,
+        lb: LbPolicy,
+        rotation: Arc<AtomicU64>,
+        instances: &[&Instance],
+    ) -> ServiceRecords {
+        let mut built: Vec<InstanceRecords> = instances
+            .iter()
+            .map(|i| self.instance_records(service, cluster, i))
+            .collect();
+        built.sort_by(|a, b| (a.candidate.priority, &a.id).cmp(&(b.candidate.priority, &b.id)));
+        let by_id = built
+            .iter()
+            .enumerate()
+            .map(|(n, i)| (i.id.clone(), n))
+            .collect();
+        let tags = built.iter().flat_map(|i| i.tags.iter().cloned()).collect();
+        ServiceRecords {
+            lb,
+            rotation,
+            instances: built,
+            by_id,
+            tags,
+        }
+    }
+
+    fn instance_records(
+        &self,
+        service: &str,
+        cluster: &str,
+        instance: &Instance,
+    ) -> InstanceRecords {
+        let id = instance.id.as_str();
+        let mut labels: Vec<&str> = vec![id, service, "instance"];
+        if cluster != self.config.cluster {
+            labels.push(cluster);
+        }
+        let target = Name::from_labels(labels.iter().map(|l| l.as_bytes()))
+            .and_then(|n| n.append_domain(&self.config.domain))
+            .expect("validated labels under a valid domain form a valid name");
+        let mut txt: Vec<String> = instance
+            .meta
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        if txt.is_empty() {
+            txt.push(String::new());
+        }
+        InstanceRecords {
+            id: id.into(),
+            address: instance.address,
+            port: instance.port,
+            ttl: u32::try_from(instance.ttl.as_secs()).unwrap_or(u32::MAX),
+            served: instance.is_served(),
+            tags: instance.tags.iter().map(|t| t.as_str().into()).collect(),
+            candidate: Candidate {
+                priority: instance.priority,
+                weight: instance.weight,
+                key: instance_key(service, cluster, id),
+            },
+            target,
+            txt: TXT::new(txt),
+        }
+    }
+}
+
+impl Observer for Projection {
+    fn service_changed(&self, service: &ServiceState, index: u64) {
+        self.rebuild(service, index);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::model::{Cluster, InstanceId, InstanceSpec, ServiceName, Tag};
+
+    fn projection() -> Projection {
+        Projection::new(ProjectionConfig {
+            domain: Name::from_ascii("internal.").unwrap(),
+            cluster: "dc1".into(),
+        })
+    }
+
+    fn instance(id: &str, cluster: &str, tags: &[&str]) -> Instance {
+        let mut spec = InstanceSpec::new("10.0.0.1".parse().unwrap(), 80);
+        spec.cluster = Cluster::parse(cluster).unwrap();
+        spec.tags = tags.iter().map(|t| Tag::parse(t).unwrap()).collect();
+        spec.into_instance(InstanceId::parse(id).unwrap(), 1, 1)
+    }
+
+    fn state(instances: Vec<Instance>) -> ServiceState {
+        ServiceState {
+            name: ServiceName::parse("web").unwrap(),
+            settings: None,
+            instances,
+        }
+    }
+
+    #[test]
+    fn a_rebuild_replaces_one_service_and_keeps_the_others() {
+        let p = projection();
+        p.rebuild(
+            &state(vec![
+                instance("a", "dc1", &["v2"]),
+                instance("b", "dc2", &[]),
+            ]),
+            2,
+        );
+        let mut other = state(vec![instance("x", "dc1", &[])]);
+        other.name = ServiceName::parse("api").unwrap();
+        p.rebuild(&other, 3);
+        let before = p.load();
+        let api_before = before.local().services.get("api").unwrap().clone();
+
+        p.rebuild(&state(vec![instance("a", "dc1", &[])]), 4);
+        let after = p.load();
+        assert_eq!(after.index, 4);
+        // The untouched service is the very same allocation.
+        assert!(Arc::ptr_eq(
+            &api_before,
+            after.local().services.get("api").unwrap()
+        ));
+        // dc2 lost its only service and is gone; the tag went with its last user.
+        assert!(after.cluster("dc2").is_none());
+        assert!(!after.local().has_tag("v2"));
+        // The old snapshot is untouched.
+        assert!(before.cluster("dc2").is_some() && before.local().has_tag("v2"));
+    }
+
+    #[test]
+    fn targets_name_the_cluster_only_when_it_is_not_local() {
+        let p = projection();
+        p.rebuild(
+            &state(vec![instance("a", "dc1", &[]), instance("b", "dc2", &[])]),
+            1,
+        );
+        let s = p.load();
+        let a = s.local().service("web").unwrap().instance("a").unwrap();
+        assert_eq!(a.target.to_ascii(), "a.web.instance.internal.");
+        let b = s
+            .cluster("dc2")
+            .unwrap()
+            .service("web")
+            .unwrap()
+            .instance("b")
+            .unwrap();
+        assert_eq!(b.target.to_ascii(), "b.web.instance.dc2.internal.");
+    }
+
+    #[test]
+    fn rotation_survives_a_rebuild() {
+        let p = projection();
+        p.rebuild(&state(vec![instance("a", "dc1", &[])]), 1);
+        p.load().local().service("web").unwrap().next_rotation();
+        p.rebuild(
+            &state(vec![instance("a", "dc1", &[]), instance("b", "dc1", &[])]),
+            2,
+        );
+        assert_eq!(p.load().local().service("web").unwrap().next_rotation(), 1);
+    }
+}

@@ -1,0 +1,505 @@
+//! Validated value types of the registry: names, instances, service settings.
+//!
+//! Everything a client sends is parsed into these types before it reaches the
+//! registry, so the registry and the projection never see an invalid value.
+//! Each rejection names the field it is about.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use serde::Serialize;
+
+/// A rejected value, with the name of the field it came from.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct ValidationError {
+    /// The field as a client names it (`address`, `meta.version`, `tags[2]`).
+    pub field: String,
+    /// What is wrong with it, in words a client can act on.
+    pub message: String,
+}
+
+impl ValidationError {
+    /// A rejection of `field` for the reason `message`.
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Checks that `value` is one DNS label of `[a-z0-9-]`, 1..=63 characters, not
+/// starting or ending with `-`, and returns it in lower case.
+pub fn parse_label(field: &str, value: &str) -> Result<String, ValidationError> {
+    if value.is_empty() {
+        return Err(ValidationError::new(field, "must not be empty"));
+    }
+    if value.len() > 63 {
+        return Err(ValidationError::new(
+            field,
+            format!(
+                "is {} characters long; a DNS label has at most 63",
+                value.len()
+            ),
+        ));
+    }
+    if let Some(bad) = value
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || *c == '-'))
+    {
+        return Err(ValidationError::new(
+            field,
+            format!("contains {bad:?}; only letters, digits and '-' are allowed"),
+        ));
+    }
+    if value.starts_with('-') || value.ends_with('-') {
+        return Err(ValidationError::new(
+            field,
+            "must not start or end with '-'",
+        ));
+    }
+    Ok(value.to_ascii_lowercase())
+}
+
+macro_rules! label_type {
+    ($(#[$doc:meta])* $name:ident, $field:literal) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+        #[serde(transparent)]
+        pub struct $name(String);
+
+        impl $name {
+            /// Parses and lower-cases a label, naming the field on error.
+            pub fn parse(value: &str) -> Result<Self, ValidationError> {
+                parse_label($field, value).map(Self)
+            }
+
+            /// The label, in lower case.
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+    };
+}
+
+label_type!(
+    /// A service name: one DNS label, stored in lower case.
+    ServiceName,
+    "service"
+);
+label_type!(
+    /// An instance id, unique within its service: one DNS label.
+    InstanceId,
+    "id"
+);
+label_type!(
+    /// A tag: one DNS label, usable as a filter in DNS names.
+    Tag,
+    "tags"
+);
+
+/// A cluster (data centre) name: one DNS label that is not a structural label
+/// of the DNS layout (`service`, `instance`, `ns`), so names stay unambiguous.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(transparent)]
+pub struct Cluster(String);
+
+/// Labels that name parts of the DNS layout and so cannot be cluster names.
+pub const RESERVED_CLUSTER_NAMES: [&str; 3] = ["service", "instance", "ns"];
+
+impl Cluster {
+    /// Parses a cluster name; `field` is where it came from (`cluster`, `failover[0]`).
+    pub fn parse_field(field: &str, value: &str) -> Result<Self, ValidationError> {
+        let label = parse_label(field, value)?;
+        if RESERVED_CLUSTER_NAMES.contains(&label.as_str()) {
+            return Err(ValidationError::new(
+                field,
+                format!("{label:?} is reserved by the DNS layout"),
+            ));
+        }
+        Ok(Self(label))
+    }
+
+    /// Parses a cluster name given in the `cluster` field.
+    pub fn parse(value: &str) -> Result<Self, ValidationError> {
+        Self::parse_field("cluster", value)
+    }
+
+    /// The cluster name, in lower case.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Default for Cluster {
+    fn default() -> Self {
+        Self(DEFAULT_CLUSTER.to_string())
+    }
+}
+
+impl fmt::Display for Cluster {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The cluster an instance belongs to when it does not say.
+pub const DEFAULT_CLUSTER: &str = "dc1";
+/// Weight of an instance that does not say (DESIGN §1).
+pub const DEFAULT_WEIGHT: u16 = 100;
+/// Priority of an instance that does not say (DESIGN §1).
+pub const DEFAULT_PRIORITY: u16 = 10;
+/// TTL of an instance's answers when it does not say (DESIGN §2).
+pub const DEFAULT_TTL: Duration = Duration::from_secs(5);
+/// Longest TTL an instance may ask for: a day, far above any sane discovery TTL.
+pub const MAX_TTL: Duration = Duration::from_secs(86_400);
+/// Longest meta key (DESIGN §1).
+pub const MAX_META_KEY: usize = 32;
+/// Largest meta as a whole, counting every `key=value` (DESIGN §1).
+pub const MAX_META_BYTES: usize = 1024;
+/// Most tags on one instance; each becomes a DNS filter, so keep the set small.
+pub const MAX_TAGS: usize = 64;
+
+/// What the operator or the instance says about its readiness (DESIGN §1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Default)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Status {
+    /// Registered but not ready: not served.
+    Starting,
+    /// Ready: served while its health allows.
+    #[default]
+    Up,
+    /// Drained by an operator: not served.
+    OutOfService,
+}
+
+impl Status {
+    /// Parses `STARTING`, `UP` or `OUT_OF_SERVICE` (any case).
+    pub fn parse(value: &str) -> Result<Self, ValidationError> {
+        match value.to_ascii_uppercase().as_str() {
+            "STARTING" => Ok(Self::Starting),
+            "UP" => Ok(Self::Up),
+            "OUT_OF_SERVICE" => Ok(Self::OutOfService),
+            _ => Err(ValidationError::new(
+                "status",
+                format!("{value:?} is not one of STARTING, UP, OUT_OF_SERVICE"),
+            )),
+        }
+    }
+
+    /// Whether this status lets the instance be served.
+    pub fn is_served(self) -> bool {
+        self == Self::Up
+    }
+}
+
+/// How a service's answers are ordered within a priority tier (DESIGN §3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum LbPolicy {
+    /// RFC 2782 weighted random order: first place with probability w/Σw.
+    #[default]
+    Weighted,
+    /// Rotation by one place per query.
+    RoundRobin,
+    /// Uniform shuffle.
+    Random,
+    /// Weighted rendezvous hashing of the client address (or its ECS subnet).
+    Hash,
+}
+
+impl LbPolicy {
+    /// Parses `weighted`, `round_robin`, `random` or `hash`.
+    pub fn parse(value: &str) -> Result<Self, ValidationError> {
+        match value {
+            "weighted" => Ok(Self::Weighted),
+            "round_robin" => Ok(Self::RoundRobin),
+            "random" => Ok(Self::Random),
+            "hash" => Ok(Self::Hash),
+            _ => Err(ValidationError::new(
+                "lb",
+                format!("{value:?} is not one of weighted, round_robin, random, hash"),
+            )),
+        }
+    }
+}
+
+/// Parses a duration written like `500ms`, `10s`, `5m`, `1h 30m`.
+pub fn parse_duration(field: &str, value: &str) -> Result<Duration, ValidationError> {
+    humantime::parse_duration(value.trim()).map_err(|e| {
+        ValidationError::new(
+            field,
+            format!("{value:?} is not a duration like 500ms, 10s or 5m ({e})"),
+        )
+    })
+}
+
+/// Writes a duration the way `parse_duration` reads it back (`5s`, `1m 30s`).
+pub fn format_duration(d: Duration) -> String {
+    humantime::format_duration(d).to_string()
+}
+
+/// Instance metadata: `key=value` pairs, served as TXT on the instance name.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
+#[serde(transparent)]
+pub struct Meta(BTreeMap<String, String>);
+
+impl Meta {
+    /// Validates keys (1..=32 printable ASCII characters, no `=`) and values
+    /// (no control characters), and the whole (≤ 1 KiB as `key=value` strings).
+    pub fn parse(pairs: BTreeMap<String, String>) -> Result<Self, ValidationError> {
+        let mut total = 0;
+        for (key, value) in &pairs {
+            let field = format!("meta.{key}");
+            if key.is_empty() {
+                return Err(ValidationError::new("meta", "keys must not be empty"));
+            }
+            if key.len() > MAX_META_KEY {
+                return Err(ValidationError::new(
+                    field,
+                    format!(
+                        "key is {} characters long; at most {MAX_META_KEY}",
+                        key.len()
+                    ),
+                ));
+            }
+            if !key.bytes().all(|b| b.is_ascii_graphic() && b != b'=') {
+                return Err(ValidationError::new(
+                    field,
+                    "key must be printable ASCII without spaces or '='",
+                ));
+            }
+            if value.chars().any(char::is_control) {
+                return Err(ValidationError::new(
+                    field,
+                    "value must not contain control characters",
+                ));
+            }
+            // Each pair becomes one TXT string `key=value`, at most 255 bytes.
+            let pair_len = key.len() + 1 + value.len();
+            if pair_len > 255 {
+                return Err(ValidationError::new(
+                    field,
+                    format!("key=value is {pair_len} bytes; one TXT string holds at most 255"),
+                ));
+            }
+            total += pair_len;
+        }
+        if total > MAX_META_BYTES {
+            return Err(ValidationError::new(
+                "meta",
+                format!("is {total} bytes as key=value strings; at most {MAX_META_BYTES}"),
+            ));
+        }
+        Ok(Self(pairs))
+    }
+
+    /// The pairs, ordered by key.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.0.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+
+    /// Whether there are no pairs.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// One registered instance of a service, as the registry stores it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Instance {
+    /// Unique within the service; part of the instance's DNS name.
+    pub id: InstanceId,
+    /// Where clients connect: the A or AAAA answer.
+    pub address: IpAddr,
+    /// Where clients connect: the SRV port.
+    pub port: u16,
+    /// Share of traffic within its priority tier (1..=65535).
+    pub weight: u16,
+    /// Tier: lower is tried first (0..=65535).
+    pub priority: u16,
+    /// Filters usable in DNS names (`v2.web.service.internal`), sorted, unique.
+    pub tags: Vec<Tag>,
+    /// Free-form key=value pairs, served as TXT.
+    pub meta: Meta,
+    /// The cluster it runs in.
+    pub cluster: Cluster,
+    /// TTL of its answers.
+    pub ttl: Duration,
+    /// Readiness set by operator or instance.
+    pub status: Status,
+    /// Index of the write that created it.
+    pub create_index: u64,
+    /// Index of the write that last changed it.
+    pub modify_index: u64,
+}
+
+impl Instance {
+    /// Whether DNS should serve it. Health joins this with leases and checks.
+    pub fn is_served(&self) -> bool {
+        self.status.is_served()
+    }
+}
+
+/// What a registration says about an instance; the registry adds the id and
+/// the indexes. Built by the API from a request body, already validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstanceSpec {
+    /// See [`Instance::address`].
+    pub address: IpAddr,
+    /// See [`Instance::port`].
+    pub port: u16,
+    /// See [`Instance::weight`].
+    pub weight: u16,
+    /// See [`Instance::priority`].
+    pub priority: u16,
+    /// See [`Instance::tags`]; sorted and unique.
+    pub tags: Vec<Tag>,
+    /// See [`Instance::meta`].
+    pub meta: Meta,
+    /// See [`Instance::cluster`].
+    pub cluster: Cluster,
+    /// See [`Instance::ttl`].
+    pub ttl: Duration,
+    /// See [`Instance::status`].
+    pub status: Status,
+}
+
+impl InstanceSpec {
+    /// A spec with every optional field at its default.
+    pub fn new(address: IpAddr, port: u16) -> Self {
+        Self {
+            address,
+            port,
+            weight: DEFAULT_WEIGHT,
+            priority: DEFAULT_PRIORITY,
+            tags: Vec::new(),
+            meta: Meta::default(),
+            cluster: Cluster::default(),
+            ttl: DEFAULT_TTL,
+            status: Status::default(),
+        }
+    }
+
+    /// The instance this spec describes, with its id and indexes.
+    pub fn into_instance(self, id: InstanceId, create_index: u64, modify_index: u64) -> Instance {
+        Instance {
+            id,
+            address: self.address,
+            port: self.port,
+            weight: self.weight,
+            priority: self.priority,
+            tags: self.tags,
+            meta: self.meta,
+            cluster: self.cluster,
+            ttl: self.ttl,
+            status: self.status,
+            create_index,
+            modify_index,
+        }
+    }
+}
+
+impl Instance {
+    /// Whether registering `spec` again would change nothing.
+    pub fn matches(&self, spec: &InstanceSpec) -> bool {
+        self.address == spec.address
+            && self.port == spec.port
+            && self.weight == spec.weight
+            && self.priority == spec.priority
+            && self.tags == spec.tags
+            && self.meta == spec.meta
+            && self.cluster == spec.cluster
+            && self.ttl == spec.ttl
+            && self.status == spec.status
+    }
+}
+
+/// Per-service settings (`PUT /v1/services/{service}`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ServiceSettings {
+    /// How answers are ordered within a priority tier.
+    pub lb: LbPolicy,
+    /// Clusters whose instances are served, in a later tier, when the local
+    /// cluster has none served; in the order given.
+    pub failover: Vec<Cluster>,
+    /// Serve every UP instance when none is healthy (takes effect with health checks).
+    pub fail_open: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_are_lower_cased_and_checked() {
+        assert_eq!(ServiceName::parse("Web-1").unwrap().as_str(), "web-1");
+        for bad in ["", "-web", "web-", "we_b", "web.x", &"a".repeat(64), "wéb"] {
+            let err = ServiceName::parse(bad).unwrap_err();
+            assert_eq!(err.field, "service", "{bad:?}");
+        }
+        assert!(ServiceName::parse(&"a".repeat(63)).is_ok());
+    }
+
+    #[test]
+    fn structural_labels_are_not_clusters() {
+        assert_eq!(Cluster::parse("service").unwrap_err().field, "cluster");
+        assert_eq!(
+            Cluster::parse_field("failover[1]", "instance")
+                .unwrap_err()
+                .field,
+            "failover[1]"
+        );
+        assert_eq!(Cluster::parse("DC2").unwrap().as_str(), "dc2");
+    }
+
+    #[test]
+    fn durations_read_back_what_they_write() {
+        for s in ["500ms", "10s", "5m", "1h 30m"] {
+            let d = parse_duration("ttl", s).unwrap();
+            assert_eq!(parse_duration("ttl", &format_duration(d)).unwrap(), d);
+        }
+        assert_eq!(parse_duration("ttl", "ten").unwrap_err().field, "ttl");
+    }
+
+    #[test]
+    fn meta_limits_name_the_key() {
+        let mut m = BTreeMap::new();
+        m.insert("k".repeat(33), "v".into());
+        assert_eq!(
+            Meta::parse(m).unwrap_err().field,
+            format!("meta.{}", "k".repeat(33))
+        );
+        let mut m = BTreeMap::new();
+        m.insert("a=b".into(), "v".into());
+        assert_eq!(Meta::parse(m).unwrap_err().field, "meta.a=b");
+        let mut m = BTreeMap::new();
+        for i in 0..20 {
+            m.insert(format!("key{i}"), "v".repeat(60));
+        }
+        assert_eq!(Meta::parse(m).unwrap_err().field, "meta");
+    }
+
+    #[test]
+    fn status_and_policy_parse() {
+        assert_eq!(
+            Status::parse("out_of_service").unwrap(),
+            Status::OutOfService
+        );
+        assert_eq!(Status::parse("DOWN").unwrap_err().field, "status");
+        assert_eq!(
+            LbPolicy::parse("round_robin").unwrap(),
+            LbPolicy::RoundRobin
+        );
+        assert_eq!(LbPolicy::parse("fastest").unwrap_err().field, "lb");
+    }
+}
