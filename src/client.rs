@@ -8,12 +8,12 @@ use crate::config::{DeregisterArgs, ListArgs, RegisterArgs};
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     /// The API could not be reached.
-    #[error("cannot reach signpost at {url}: {source}")]
+    #[error("cannot reach signpost at {api} (is `signpost serve` running there?): {cause}")]
     Unreachable {
-        /// The URL tried.
-        url: String,
-        /// What went wrong.
-        source: reqwest::Error,
+        /// The API base URL.
+        api: String,
+        /// The innermost cause (connection refused, timed out, ...).
+        cause: String,
     },
     /// The API refused the request.
     #[error("{status}: {message}")]
@@ -43,21 +43,25 @@ pub fn default_id(address: &str, port: u16) -> String {
 
 async fn call(
     method: reqwest::Method,
-    url: String,
+    api: &str,
+    path: &str,
     body: Option<Value>,
 ) -> Result<Value, ClientError> {
     let client = reqwest::Client::new();
-    let mut request = client.request(method, &url);
+    let mut request = client.request(method, format!("{}{path}", base(api)));
     if let Some(body) = body {
         request = request.json(&body);
     }
-    let response = request
-        .send()
-        .await
-        .map_err(|source| ClientError::Unreachable {
-            url: url.clone(),
-            source,
-        })?;
+    let response = request.send().await.map_err(|error| {
+        let mut cause: &dyn std::error::Error = &error;
+        while let Some(inner) = cause.source() {
+            cause = inner;
+        }
+        ClientError::Unreachable {
+            api: base(api).to_string(),
+            cause: cause.to_string(),
+        }
+    })?;
     let status = response.status();
     let value: Value = response.json().await.unwrap_or(Value::Null);
     if status.is_success() {
@@ -110,13 +114,14 @@ pub async fn register(args: RegisterArgs) -> Result<(), ClientError> {
             body.insert(key.into(), json!(v));
         }
     }
-    let url = format!(
-        "{}/v1/services/{}/instances/{}",
-        base(&args.api.api),
-        args.service,
-        id
-    );
-    let reply = call(reqwest::Method::PUT, url, Some(Value::Object(body))).await?;
+    let path = format!("/v1/services/{}/instances/{}", args.service, id);
+    let reply = call(
+        reqwest::Method::PUT,
+        &args.api.api,
+        &path,
+        Some(Value::Object(body)),
+    )
+    .await?;
     let i = &reply["instance"];
     println!(
         "registered {}/{} {}:{} weight {} priority {} (index {})",
@@ -133,13 +138,8 @@ pub async fn register(args: RegisterArgs) -> Result<(), ClientError> {
 
 /// `signpost deregister`.
 pub async fn deregister(args: DeregisterArgs) -> Result<(), ClientError> {
-    let url = format!(
-        "{}/v1/services/{}/instances/{}",
-        base(&args.api.api),
-        args.service,
-        args.id
-    );
-    let reply = call(reqwest::Method::DELETE, url, None).await?;
+    let path = format!("/v1/services/{}/instances/{}", args.service, args.id);
+    let reply = call(reqwest::Method::DELETE, &args.api.api, &path, None).await?;
     println!(
         "deregistered {}/{} (index {})",
         args.service, args.id, reply["index"]
@@ -149,11 +149,11 @@ pub async fn deregister(args: DeregisterArgs) -> Result<(), ClientError> {
 
 /// `signpost list`.
 pub async fn list(args: ListArgs) -> Result<(), ClientError> {
-    let url = match &args.service {
-        Some(service) => format!("{}/v1/services/{service}", base(&args.api.api)),
-        None => format!("{}/v1/services", base(&args.api.api)),
+    let path = match &args.service {
+        Some(service) => format!("/v1/services/{service}"),
+        None => "/v1/services".to_string(),
     };
-    let reply = call(reqwest::Method::GET, url, None).await?;
+    let reply = call(reqwest::Method::GET, &args.api.api, &path, None).await?;
     if args.json {
         println!(
             "{}",

@@ -10,9 +10,6 @@
 //! - [`client`]: the `register`/`deregister`/`list` commands.
 //! - [`config`]: command line and defaults. [`app`]: wiring.
 
-#![forbid(unsafe_code)]
-#![warn(missing_docs)]
-
 pub mod api;
 pub mod app;
 pub mod client;

@@ -26,6 +26,9 @@ pub enum ApiError {
     /// No such service, instance or route (404).
     #[error("{0}")]
     NotFound(String),
+    /// The route exists, the method does not (405).
+    #[error("method not allowed on this route")]
+    MethodNotAllowed,
     /// A conditional write lost (409).
     #[error("{0}")]
     Conflict(String),
@@ -51,6 +54,7 @@ impl ApiError {
             Self::BadRequest { .. } => StatusCode::BAD_REQUEST,
             Self::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,

@@ -56,6 +56,7 @@ pub fn router(registry: Arc<Registry>, default_cluster: Cluster) -> Router {
         .route("/health", get(health))
         .route("/ready", get(ready))
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(axum::middleware::map_response_with_state(
             registry, add_index,
@@ -94,6 +95,10 @@ async fn ready(State(ApiState { registry, .. }): State<ApiState>) -> Response {
         registry.index(),
         json!({ "status": "ready", "store": registry.store_kind() }),
     )
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed
 }
 
 async fn not_found() -> ApiError {

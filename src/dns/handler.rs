@@ -154,7 +154,7 @@ impl DnsHandler {
         }
 
         let subnet = request_edns.and_then(|e| match e.option(EdnsCode::Subnet) {
-            Some(EdnsOption::Subnet(s)) => Some(s.clone()),
+            Some(EdnsOption::Subnet(s)) => Some(*s),
             _ => None,
         });
         let client = match &subnet {

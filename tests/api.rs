@@ -1,0 +1,353 @@
+//! The admin API through its router, without a socket: validation names the
+//! field, nothing a bad request says changes state, every response carries
+//! the registry index.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use http_body_util::BodyExt;
+use serde_json::{Value, json};
+use signpost::api::{INDEX_HEADER, MAX_BODY, router};
+use signpost::registry::model::Cluster;
+use signpost::registry::store::MemoryStore;
+use signpost::registry::{Observer, Registry, ServiceState};
+use tower::ServiceExt;
+
+struct Nobody;
+impl Observer for Nobody {
+    fn service_changed(&self, _: &ServiceState, _: u64) {}
+}
+
+struct Api(axum::Router);
+
+impl Api {
+    async fn new() -> Self {
+        let registry = Registry::open(Arc::new(MemoryStore::new()), Arc::new(Nobody))
+            .await
+            .unwrap();
+        Self(router(Arc::new(registry), Cluster::parse("dc1").unwrap()))
+    }
+
+    async fn raw(&self, method: &str, path: &str, body: Vec<u8>) -> (StatusCode, u64, Value) {
+        let request = Request::builder()
+            .method(method)
+            .uri(path)
+            .body(Body::from(body))
+            .unwrap();
+        let response = self.0.clone().oneshot(request).await.unwrap();
+        let status = response.status();
+        let index = response
+            .headers()
+            .get(INDEX_HEADER)
+            .unwrap_or_else(|| panic!("{method} {path}: no index header"))
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        (
+            status,
+            index,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        )
+    }
+
+    async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, u64, Value) {
+        self.raw(
+            method,
+            path,
+            body.map(|b| b.to_string().into_bytes()).unwrap_or_default(),
+        )
+        .await
+    }
+
+    async fn put(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        let (status, _, body) = self.call("PUT", path, Some(body)).await;
+        (status, body)
+    }
+}
+
+const WEB1: &str = "/v1/services/web/instances/web-1";
+
+#[tokio::test]
+async fn register_get_list_deregister() {
+    let api = Api::new().await;
+    let body = json!({
+        "address": "10.0.0.5", "port": 8080, "weight": 50, "priority": 1, "tags": ["v2", "V2", "canary"],
+        "meta": {"version": "1.4"}, "cluster": "dc2", "ttl": "30s", "status": "UP"
+    });
+    let (status, index, reply) = api.call("PUT", WEB1, Some(body)).await;
+    assert_eq!(
+        (status, index, reply["index"].as_u64()),
+        (StatusCode::OK, 1, Some(1))
+    );
+    let i = &reply["instance"];
+    assert_eq!(
+        i["tags"],
+        json!(["canary", "v2"]),
+        "tags are lower-cased, sorted, unique"
+    );
+    assert_eq!(
+        (
+            i["ttl"].as_str(),
+            i["cluster"].as_str(),
+            i["weight"].as_u64()
+        ),
+        (Some("30s"), Some("dc2"), Some(50))
+    );
+
+    let (status, _, got) = api.call("GET", WEB1, None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(got["instance"], *i);
+
+    // Defaults for everything optional.
+    let (_, reply) = api
+        .put(
+            "/v1/services/web/instances/web-2",
+            json!({"address": "::1", "port": 1}),
+        )
+        .await;
+    let d = &reply["instance"];
+    assert_eq!(
+        (
+            d["weight"].as_u64(),
+            d["priority"].as_u64(),
+            d["ttl"].as_str(),
+            d["status"].as_str(),
+            d["cluster"].as_str()
+        ),
+        (Some(100), Some(10), Some("5s"), Some("UP"), Some("dc1"))
+    );
+
+    let (_, index, list) = api.call("GET", "/v1/services", None).await;
+    assert_eq!(index, 2);
+    assert_eq!(list["services"][0]["name"], "web");
+    assert_eq!(list["services"][0]["instances"], 2);
+    let (_, _, service) = api.call("GET", "/v1/services/WEB", None).await;
+    assert_eq!(service["instances"].as_array().unwrap().len(), 2);
+    assert_eq!(service["settings"]["lb"], "weighted");
+
+    let (status, index, _) = api.call("DELETE", WEB1, None).await;
+    assert_eq!((status, index), (StatusCode::OK, 3));
+    let (status, _, err) = api.call("GET", WEB1, None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(err["error"].as_str().unwrap().contains("web-1"));
+    assert_eq!(
+        api.call("DELETE", WEB1, None).await.0,
+        StatusCode::NOT_FOUND
+    );
+}
+
+#[tokio::test]
+async fn every_bad_field_is_named_and_changes_nothing() {
+    let api = Api::new().await;
+    let good = json!({"address": "10.0.0.5", "port": 8080});
+    assert_eq!(api.put(WEB1, good.clone()).await.0, StatusCode::OK);
+    let (_, before_index, before) = api.call("GET", WEB1, None).await;
+
+    let with = |key: &str, value: Value| {
+        let mut body = good.clone();
+        body[key] = value;
+        body
+    };
+    let cases: Vec<(Value, &str)> = vec![
+        (json!({"port": 8080}), "address"),
+        (with("address", json!("10.0.0.300")), "address"),
+        (with("address", json!("web.example.com")), "address"),
+        (with("address", json!("0.0.0.0")), "address"),
+        (with("address", json!(17)), "address"),
+        (json!({"address": "10.0.0.5"}), "port"),
+        (with("port", json!(0)), "port"),
+        (with("port", json!(65536)), "port"),
+        (with("port", json!("80")), "port"),
+        (with("weight", json!(0)), "weight"),
+        (with("weight", json!(70000)), "weight"),
+        (with("weight", json!(-1)), "weight"),
+        (with("weight", json!(1.5)), "weight"),
+        (with("priority", json!(65536)), "priority"),
+        (with("tags", json!("v2")), "tags"),
+        (with("tags", json!(["ok", "not ok"])), "tags[1]"),
+        (with("tags", json!(["ok", 7])), "tags[1]"),
+        (with("tags", json!(["_v2"])), "tags[0]"),
+        (with("meta", json!({"k": 1})), "meta.k"),
+        (with("meta", json!({"a=b": "c"})), "meta.a=b"),
+        (
+            with("meta", json!({"x".repeat(33): "v"})),
+            &*Box::leak(format!("meta.{}", "x".repeat(33)).into_boxed_str()),
+        ),
+        (
+            with(
+                "meta",
+                json!(
+                    (0..40)
+                        .map(|n| (format!("k{n}"), json!("v".repeat(30))))
+                        .collect::<serde_json::Map<String, Value>>()
+                ),
+            ),
+            "meta",
+        ),
+        (with("cluster", json!("service")), "cluster"),
+        (with("cluster", json!("dc_2")), "cluster"),
+        (with("ttl", json!("soon")), "ttl"),
+        (with("ttl", json!("500ms")), "ttl"),
+        (with("ttl", json!("2days")), "ttl"),
+        (with("status", json!("DOWN")), "status"),
+        (with("id", json!("web-2")), "id"),
+        (with("colour", json!("blue")), "colour"),
+        (with("lease", json!("10s")), "lease"),
+        (with("checks", json!([])), "checks"),
+    ];
+    for (body, field) in cases {
+        let (status, index, err) = api.call("PUT", WEB1, Some(body.clone())).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+        assert_eq!(err["field"], field, "{body}: {err}");
+        assert!(
+            err["error"].as_str().is_some_and(|e| !e.is_empty()),
+            "{body}"
+        );
+        assert_eq!(index, before_index, "{body}");
+    }
+    // Bad names in the path.
+    for (path, field) in [
+        ("/v1/services/we_b/instances/web-1", "service"),
+        ("/v1/services/web/instances/-web", "id"),
+        (
+            &*format!("/v1/services/{}/instances/x", "a".repeat(64)),
+            "service",
+        ),
+    ] {
+        let (status, _, err) = api.call("PUT", path, Some(good.clone())).await;
+        assert_eq!(
+            (status, err["field"].as_str()),
+            (StatusCode::UNPROCESSABLE_ENTITY, Some(field)),
+            "{path}"
+        );
+    }
+    let (_, after_index, after) = api.call("GET", WEB1, None).await;
+    assert_eq!((after_index, after), (before_index, before));
+}
+
+#[tokio::test]
+async fn malformed_and_oversized_bodies_are_refused() {
+    let api = Api::new().await;
+    for body in [&b"{\"address\": "[..], b"not json", b"[1, 2]", b"\"text\""] {
+        let (status, _, err) = api.raw("PUT", WEB1, body.to_vec()).await;
+        assert_eq!(
+            status,
+            StatusCode::BAD_REQUEST,
+            "{}",
+            String::from_utf8_lossy(body)
+        );
+        assert!(err["error"].is_string());
+    }
+    let mut big = json!({"address": "10.0.0.5", "port": 80})
+        .to_string()
+        .into_bytes();
+    big.truncate(big.len() - 1);
+    big.extend_from_slice(b", \"pad\": \"");
+    big.resize(MAX_BODY + 10, b'x');
+    big.extend_from_slice(b"\"}");
+    let (status, index, err) = api.raw("PUT", WEB1, big).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert!(err["error"].as_str().unwrap().contains("65536"));
+    assert_eq!(index, 0);
+    assert_eq!(api.call("GET", WEB1, None).await.0, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn conditional_writes_conflict_with_409() {
+    let api = Api::new().await;
+    let body = json!({"address": "10.0.0.5", "port": 80});
+    assert_eq!(
+        api.put(&format!("{WEB1}?cas=0"), body.clone()).await.0,
+        StatusCode::OK
+    );
+    let (status, err) = api
+        .put(
+            &format!("{WEB1}?cas=0"),
+            json!({"address": "10.0.0.6", "port": 80}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert!(err["error"].as_str().unwrap().contains("index 1"), "{err}");
+    assert_eq!(
+        api.call("DELETE", &format!("{WEB1}?cas=7"), None).await.0,
+        StatusCode::CONFLICT
+    );
+    let (status, _, err) = api.call("DELETE", &format!("{WEB1}?cas=x"), None).await;
+    assert_eq!(
+        (status, err["field"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("cas"))
+    );
+    assert_eq!(
+        api.call("DELETE", &format!("{WEB1}?cas=1"), None).await.0,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn registering_the_same_thing_twice_keeps_the_index() {
+    let api = Api::new().await;
+    let body = json!({"address": "10.0.0.5", "port": 80, "tags": ["a"]});
+    api.put(WEB1, body.clone()).await;
+    let (_, index, _) = api.call("PUT", WEB1, Some(body)).await;
+    assert_eq!(index, 1);
+}
+
+#[tokio::test]
+async fn service_settings_are_validated() {
+    let api = Api::new().await;
+    let (status, reply) = api
+        .put(
+            "/v1/services/web",
+            json!({"lb": "round_robin", "failover": ["dc2"]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(reply["settings"]["lb"], "round_robin");
+    // A service with settings and no instances exists.
+    assert_eq!(
+        api.call("GET", "/v1/services/web", None).await.0,
+        StatusCode::OK
+    );
+    for (body, field) in [
+        (json!({"lb": "fastest"}), "lb"),
+        (json!({"failover": ["instance"]}), "failover[0]"),
+        (json!({"fail_open": "yes"}), "fail_open"),
+        (json!({"weights": {}}), "weights"),
+    ] {
+        let (status, err) = api.put("/v1/services/web", body.clone()).await;
+        assert_eq!(
+            (status, err["field"].as_str()),
+            (StatusCode::UNPROCESSABLE_ENTITY, Some(field)),
+            "{body}"
+        );
+    }
+    assert_eq!(
+        api.call("GET", "/v1/services/nope", None).await.0,
+        StatusCode::NOT_FOUND
+    );
+}
+
+#[tokio::test]
+async fn health_ready_and_unknown_routes() {
+    let api = Api::new().await;
+    assert_eq!(api.call("GET", "/health", None).await.0, StatusCode::OK);
+    let (status, _, ready) = api.call("GET", "/ready", None).await;
+    assert_eq!(
+        (status, ready["store"].as_str()),
+        (StatusCode::OK, Some("memory"))
+    );
+    let (status, _, err) = api.call("GET", "/v2/nothing", None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(err["error"].is_string());
+    let (status, _, err) = api.call("POST", WEB1, None).await;
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+    assert!(err["error"].is_string());
+}

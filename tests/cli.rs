@@ -1,0 +1,213 @@
+//! The binary as operators use it: the client commands, start-up errors,
+//! and answers checked with `dig`.
+
+mod support;
+
+use std::process::Command;
+
+use support::{Server, binary, dig, scratch};
+
+fn run(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(binary()).args(args).output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn register_list_deregister_through_the_cli() {
+    let server = Server::start(&[]);
+    let api = server.api.as_str();
+    let (ok, out, err) = run(&[
+        "register",
+        "web",
+        "--address",
+        "10.0.0.5",
+        "--port",
+        "8080",
+        "--weight",
+        "50",
+        "--tag",
+        "v2",
+        "--meta",
+        "version=1.4",
+        "--api",
+        api,
+    ]);
+    assert!(ok, "{err}");
+    assert!(out.contains("registered web/10-0-0-5-8080"), "{out}");
+    let (ok, _, err) = run(&[
+        "register",
+        "web",
+        "--id",
+        "web-2",
+        "--address",
+        "10.0.0.6",
+        "--port",
+        "8080",
+        "--api",
+        api,
+    ]);
+    assert!(ok, "{err}");
+
+    let (ok, out, _) = run(&["list", "--api", api]);
+    assert!(ok);
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("web ") && l.contains(" 2 ")),
+        "{out}"
+    );
+    let (ok, out, _) = run(&["list", "web", "--api", api]);
+    assert!(ok);
+    assert!(
+        out.contains("10-0-0-5-8080") && out.contains("10.0.0.5:8080") && out.contains("v2"),
+        "{out}"
+    );
+    let (ok, out, _) = run(&["list", "web", "--json", "--api", api]);
+    assert!(ok);
+    let json: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(json["instances"].as_array().unwrap().len(), 2);
+
+    let answer = dig(server.dns, &["+short", "_web._tcp.service.internal", "SRV"]);
+    assert!(
+        answer.contains("10 50 8080 10-0-0-5-8080.web.instance.internal."),
+        "{answer}"
+    );
+
+    let (ok, out, err) = run(&["deregister", "web", "10-0-0-5-8080", "--api", api]);
+    assert!(ok, "{err}");
+    assert!(out.contains("deregistered"));
+    let answer = dig(server.dns, &["+short", "web.service.internal", "A"]);
+    assert_eq!(answer.trim(), "10.0.0.6");
+}
+
+#[test]
+fn cli_errors_name_the_field_and_exit_non_zero() {
+    let server = Server::start(&[]);
+    let (ok, _, err) = run(&[
+        "register",
+        "web",
+        "--address",
+        "10.0.0.300",
+        "--port",
+        "80",
+        "--api",
+        &server.api,
+    ]);
+    assert!(!ok);
+    assert!(err.contains("422") && err.contains("address:"), "{err}");
+    let (ok, _, err) = run(&["deregister", "web", "nope", "--api", &server.api]);
+    assert!(!ok);
+    assert!(err.contains("404"), "{err}");
+    let (ok, _, err) = run(&["list", "--api", "http://127.0.0.1:9"]);
+    assert!(!ok);
+    assert!(
+        err.contains("cannot reach signpost at http://127.0.0.1:9 ") && err.contains("refused"),
+        "{err}"
+    );
+}
+
+fn serve_fails(extra: &[&str]) -> String {
+    let out = Command::new(binary())
+        .args([
+            "serve",
+            "--dns-addr",
+            "127.0.0.1:0",
+            "--http-addr",
+            "127.0.0.1:0",
+        ])
+        .args(extra)
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "serve {extra:?} should fail");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn a_broken_zone_file_stops_start_up_naming_file_and_line() {
+    let dir = scratch("broken-zone");
+    let good = std::fs::read_to_string(support::repo_zones().join("static.example.zone")).unwrap();
+    let broken = good.replace(
+        "db          IN A    192.0.2.20",
+        "db          IN A    192.0.2.999",
+    );
+    let line = broken
+        .lines()
+        .position(|l| l.contains("192.0.2.999"))
+        .unwrap()
+        + 1;
+    std::fs::write(dir.join("static.example.zone"), broken).unwrap();
+    let err = serve_fails(&["--zones-dir", dir.to_str().unwrap()]);
+    let expected = format!("static.example.zone:{line}:");
+    assert!(err.contains(&expected), "expected {expected:?} in {err}");
+}
+
+#[test]
+fn invalid_settings_stop_start_up_with_a_reason() {
+    let dir = scratch("clash");
+    std::fs::write(dir.join("internal.zone"), "@ 60 IN SOA ns h 1 2 3 4 5\n").unwrap();
+    let err = serve_fails(&["--zones-dir", dir.to_str().unwrap()]);
+    assert!(
+        err.contains("internal.zone") && err.contains("registry zone"),
+        "{err}"
+    );
+    let err = serve_fails(&["--cluster", "service"]);
+    assert!(err.contains("--cluster"), "{err}");
+    let err = serve_fails(&["--domain", "bad..name"]);
+    assert!(err.contains("--domain"), "{err}");
+    let taken = Server::start(&[]);
+    let out = Command::new(binary())
+        .args([
+            "serve",
+            "--dns-addr",
+            &taken.dns.to_string(),
+            "--http-addr",
+            "127.0.0.1:0",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("cannot bind DNS to") && err.contains(&taken.dns.to_string()),
+        "{err}"
+    );
+}
+
+#[test]
+fn dig_sees_srv_truncation_retry_and_negative_answers() {
+    let server = Server::start(&[]);
+    for i in 1..=80u8 {
+        server.register(
+            "big",
+            &format!("i{i}"),
+            support::instance(&format!("10.1.0.{i}"), 80),
+        );
+    }
+    // dig retries over TCP on TC and gets every record.
+    let out = dig(server.dns, &["big.service.internal", "A"]);
+    assert!(out.contains("Truncated, retrying in TCP mode"), "{out}");
+    assert!(out.contains("ANSWER: 80,"), "{out}");
+    let out = dig(
+        server.dns,
+        &["+ignore", "+noedns", "big.service.internal", "A"],
+    );
+    assert!(
+        out.contains(" tc") && out.contains("flags: qr aa tc"),
+        "{out}"
+    );
+    let out = dig(server.dns, &["nope.service.internal", "A"]);
+    assert!(
+        out.contains("status: NXDOMAIN") && out.contains("flags: qr aa"),
+        "{out}"
+    );
+    assert!(out.contains("AUTHORITY: 1,"), "{out}");
+    let out = dig(server.dns, &["example.com", "A"]);
+    assert!(out.contains("status: REFUSED"), "{out}");
+    let out = dig(server.dns, &["+notcp", "big.service.internal", "ANY"]);
+    assert!(out.contains("HINFO") && out.contains("RFC8482"), "{out}");
+    let out = dig(server.dns, &["+edns=1", "internal", "SOA"]);
+    assert!(out.contains("BADVERS"), "{out}");
+}
