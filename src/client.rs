@@ -182,8 +182,8 @@ pub async fn list(args: ListArgs) -> Result<(), ClientError> {
                 "{:<24} {:<40} {:>6} {:>6} {:>8} {:<6} {:<14} {}",
                 text(&i["id"]),
                 address,
-                i["weight"],
-                i["priority"],
+                text(&i["weight"]),
+                text(&i["priority"]),
                 text(&i["cluster"]),
                 text(&i["ttl"]),
                 text(&i["status"]),
@@ -196,8 +196,8 @@ pub async fn list(args: ListArgs) -> Result<(), ClientError> {
             println!(
                 "{:<32} {:>9} {:>7} {}",
                 text(&s["name"]),
-                s["instances"],
-                s["served"],
+                text(&s["instances"]),
+                text(&s["served"]),
                 text(&s["settings"]["lb"])
             );
         }
