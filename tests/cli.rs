@@ -110,17 +110,7 @@ fn cli_errors_name_the_field_and_exit_non_zero() {
 }
 
 fn serve_fails(extra: &[&str]) -> String {
-    let out = Command::new(binary())
-        .args([
-            "serve",
-            "--dns-addr",
-            "127.0.0.1:0",
-            "--http-addr",
-            "127.0.0.1:0",
-        ])
-        .args(extra)
-        .output()
-        .unwrap();
+    let out = support::serve_command(extra).output().unwrap();
     assert!(!out.status.success(), "serve {extra:?} should fail");
     String::from_utf8_lossy(&out.stderr).into_owned()
 }

@@ -887,3 +887,62 @@ fn tcp_serves_several_queries_on_one_connection() {
         assert_eq!((reply.metadata.id, reply.answers.len()), (n, 2));
     }
 }
+
+#[test]
+fn answers_stay_whole_while_writers_change_weights() {
+    let server = std::sync::Arc::new(Server::start(&[]));
+    let ids: Vec<String> = (1..=8).map(|i| format!("c{i}")).collect();
+    for (n, id) in ids.iter().enumerate() {
+        server.register("churn", id, instance(&format!("10.10.0.{}", n + 1), 80));
+    }
+    let writers: Vec<_> = (0..4)
+        .map(|w| {
+            let server = server.clone();
+            let ids = ids.clone();
+            std::thread::spawn(move || {
+                for round in 0..40u32 {
+                    let n = (w * 2 + round as usize) % ids.len();
+                    let mut body = instance(&format!("10.10.0.{}", n + 1), 80);
+                    // Unique per write and never the initial 100, so every write
+                    // changes something and gets its own index.
+                    body["weight"] = json!(101 + w as u32 * 40 + round);
+                    assert_eq!(server.register("churn", &ids[n], body).0, 200);
+                }
+            })
+        })
+        .collect();
+    let readers: Vec<_> = (0..2)
+        .map(|_| {
+            let server = server.clone();
+            std::thread::spawn(move || {
+                for _ in 0..300 {
+                    let reply = server.query("_churn._tcp.service.internal.", RecordType::SRV);
+                    assert_eq!(reply.metadata.response_code, ResponseCode::NoError);
+                    assert!(reply.metadata.authoritative && !reply.metadata.truncation);
+                    // Every instance, once, each with its own address in Additional.
+                    let mut targets = srv_targets(&reply.answers);
+                    assert_eq!(targets.len(), 8);
+                    assert_eq!(addresses(&reply.additionals).len(), 8);
+                    targets.sort();
+                    targets.dedup();
+                    assert_eq!(targets.len(), 8);
+                    for r in &reply.answers {
+                        let RData::SRV(srv) = &r.data else {
+                            panic!("SRV expected")
+                        };
+                        assert!((100..=260).contains(&srv.weight), "{}", srv.weight);
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in writers.into_iter().chain(readers) {
+        t.join().expect("no thread failed");
+    }
+    let (_, body) = server.call("GET", "/v1/services/churn", None);
+    assert_eq!(
+        body["index"].as_u64(),
+        Some(8 + 160),
+        "every write has its own index"
+    );
+}

@@ -144,10 +144,11 @@ pub fn parse_spec(
 }
 
 /// An instance as the API shows it.
-pub fn instance_json(service: &ServiceName, i: &Instance) -> Value {
+pub fn instance_json(service: &ServiceName, instance: &Instance) -> Value {
+    let i = &instance.spec;
     json!({
         "service": service,
-        "id": i.id,
+        "id": instance.id,
         "address": i.address.to_string(),
         "port": i.port,
         "weight": i.weight,
@@ -157,8 +158,8 @@ pub fn instance_json(service: &ServiceName, i: &Instance) -> Value {
         "cluster": i.cluster,
         "ttl": format_duration(i.ttl),
         "status": i.status,
-        "create_index": i.create_index,
-        "modify_index": i.modify_index,
+        "create_index": instance.create_index,
+        "modify_index": instance.modify_index,
     })
 }
 

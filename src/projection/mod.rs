@@ -213,7 +213,7 @@ impl Projection {
         let mut by_cluster: HashMap<&str, Vec<&Instance>> = HashMap::new();
         for instance in &service.instances {
             by_cluster
-                .entry(instance.cluster.as_str())
+                .entry(instance.spec.cluster.as_str())
                 .or_default()
                 .push(instance);
         }
@@ -278,24 +278,21 @@ impl Projection {
         let target = Name::from_labels(labels.iter().map(|l| l.as_bytes()))
             .and_then(|n| n.append_domain(&self.config.domain))
             .expect("validated labels under a valid domain form a valid name");
-        let mut txt: Vec<String> = instance
-            .meta
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect();
+        let spec = &instance.spec;
+        let mut txt: Vec<String> = spec.meta.iter().map(|(k, v)| format!("{k}={v}")).collect();
         if txt.is_empty() {
             txt.push(String::new());
         }
         InstanceRecords {
             id: id.into(),
-            address: instance.address,
-            port: instance.port,
-            ttl: u32::try_from(instance.ttl.as_secs()).unwrap_or(u32::MAX),
+            address: spec.address,
+            port: spec.port,
+            ttl: u32::try_from(spec.ttl.as_secs()).unwrap_or(u32::MAX),
             served: instance.is_served(),
-            tags: instance.tags.iter().map(|t| t.as_str().into()).collect(),
+            tags: spec.tags.iter().map(|t| t.as_str().into()).collect(),
             candidate: Candidate {
-                priority: instance.priority,
-                weight: instance.weight,
+                priority: spec.priority,
+                weight: spec.weight,
                 key: instance_key(service, cluster, id),
             },
             target,

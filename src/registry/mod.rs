@@ -149,7 +149,7 @@ impl Registry {
             });
         }
         if let Some(existing) = &existing
-            && existing.matches(&spec)
+            && existing.spec == spec
         {
             return Ok(existing.clone());
         }

@@ -314,11 +314,10 @@ impl Meta {
     }
 }
 
-/// One registered instance of a service, as the registry stores it.
+/// What a registration says about an instance; the registry adds the id and
+/// the indexes. Built by the API from a request body, already validated.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Instance {
-    /// Unique within the service; part of the instance's DNS name.
-    pub id: InstanceId,
+pub struct InstanceSpec {
     /// Where clients connect: the A or AAAA answer.
     pub address: IpAddr,
     /// Where clients connect: the SRV port.
@@ -336,41 +335,6 @@ pub struct Instance {
     /// TTL of its answers.
     pub ttl: Duration,
     /// Readiness set by operator or instance.
-    pub status: Status,
-    /// Index of the write that created it.
-    pub create_index: u64,
-    /// Index of the write that last changed it.
-    pub modify_index: u64,
-}
-
-impl Instance {
-    /// Whether DNS should serve it. Health joins this with leases and checks.
-    pub fn is_served(&self) -> bool {
-        self.status.is_served()
-    }
-}
-
-/// What a registration says about an instance; the registry adds the id and
-/// the indexes. Built by the API from a request body, already validated.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct InstanceSpec {
-    /// See [`Instance::address`].
-    pub address: IpAddr,
-    /// See [`Instance::port`].
-    pub port: u16,
-    /// See [`Instance::weight`].
-    pub weight: u16,
-    /// See [`Instance::priority`].
-    pub priority: u16,
-    /// See [`Instance::tags`]; sorted and unique.
-    pub tags: Vec<Tag>,
-    /// See [`Instance::meta`].
-    pub meta: Meta,
-    /// See [`Instance::cluster`].
-    pub cluster: Cluster,
-    /// See [`Instance::ttl`].
-    pub ttl: Duration,
-    /// See [`Instance::status`].
     pub status: Status,
 }
 
@@ -394,33 +358,30 @@ impl InstanceSpec {
     pub fn into_instance(self, id: InstanceId, create_index: u64, modify_index: u64) -> Instance {
         Instance {
             id,
-            address: self.address,
-            port: self.port,
-            weight: self.weight,
-            priority: self.priority,
-            tags: self.tags,
-            meta: self.meta,
-            cluster: self.cluster,
-            ttl: self.ttl,
-            status: self.status,
+            spec: self,
             create_index,
             modify_index,
         }
     }
 }
 
+/// One registered instance of a service, as the registry stores it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Instance {
+    /// Unique within the service; part of the instance's DNS name.
+    pub id: InstanceId,
+    /// What its registration says.
+    pub spec: InstanceSpec,
+    /// Index of the write that created it.
+    pub create_index: u64,
+    /// Index of the write that last changed it.
+    pub modify_index: u64,
+}
+
 impl Instance {
-    /// Whether registering `spec` again would change nothing.
-    pub fn matches(&self, spec: &InstanceSpec) -> bool {
-        self.address == spec.address
-            && self.port == spec.port
-            && self.weight == spec.weight
-            && self.priority == spec.priority
-            && self.tags == spec.tags
-            && self.meta == spec.meta
-            && self.cluster == spec.cluster
-            && self.ttl == spec.ttl
-            && self.status == spec.status
+    /// Whether DNS should serve it. Health joins this with leases and checks.
+    pub fn is_served(&self) -> bool {
+        self.spec.status.is_served()
     }
 }
 

@@ -55,15 +55,7 @@ impl Server {
     /// Starts `signpost serve` on free ports with exactly `extra` flags.
     pub fn start_raw(extra: &[&str]) -> Self {
         let log = scratch(&format!("log-{}", rand_suffix())).join("stderr.log");
-        let mut child = Command::new(binary())
-            .args([
-                "serve",
-                "--dns-addr",
-                "127.0.0.1:0",
-                "--http-addr",
-                "127.0.0.1:0",
-            ])
-            .args(extra)
+        let mut child = serve_command(extra)
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
@@ -148,6 +140,21 @@ fn rand_suffix() -> u64 {
     use std::sync::atomic::{AtomicU64, Ordering};
     static N: AtomicU64 = AtomicU64::new(0);
     N.fetch_add(1, Ordering::Relaxed)
+}
+
+/// `signpost serve` on free ports with `extra` flags, not yet started.
+pub fn serve_command(extra: &[&str]) -> Command {
+    let mut command = Command::new(binary());
+    command
+        .args([
+            "serve",
+            "--dns-addr",
+            "127.0.0.1:0",
+            "--http-addr",
+            "127.0.0.1:0",
+        ])
+        .args(extra);
+    command
 }
 
 /// A DNS query under construction.
