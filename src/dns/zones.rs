@@ -163,99 +163,92 @@ impl StaticZone {
         self.nodes.is_empty()
     }
 
-    /// Answers `q`, whose name is at or below the origin (RFC 1034 §4.3.2).
+    /// Answers `q`, whose name is at or below the origin, by RFC 1034 §4.3.2:
+    /// look the name up; on a CNAME, answer it and start again at its target
+    /// while the target stays in the zone. The last name decides the rest:
+    /// its records, NODATA or NXDOMAIN with the SOA (RFC 2308, RFC 6604), or
+    /// a referral when it lies below a zone cut.
     pub fn answer(&self, q: &Question<'_>) -> Answer {
         let mut answer = Answer {
             authoritative: true,
             ..Answer::default()
         };
-        if let Some(cut) = self.zone_cut(q.lower) {
-            return self.referral(cut);
-        }
-        match self.nodes.get(q.lower) {
-            Some(records) => self.answer_at(q, q.name, records, &mut answer),
-            None if self.empty_non_terminals.contains(q.lower) => {}
-            None => match self.wildcard(q.lower) {
-                Some(records) => self.answer_at(q, q.name, records, &mut answer),
-                None => answer.rcode = ResponseCode::NXDomain,
-            },
-        }
-        if answer.answers.is_empty() {
-            answer.additional.clear();
-            let mut soa = self.soa.clone();
-            soa.ttl = self.negative_ttl;
-            answer.authority.push(soa);
-        }
-        answer
-    }
-
-    /// Answers at a node that exists (or a wildcard standing in for it).
-    fn answer_at(&self, q: &Question<'_>, owner: &Name, records: &[Record], answer: &mut Answer) {
-        let with_owner = |r: &Record| {
-            let mut r = r.clone();
-            r.name = owner.clone();
-            r
-        };
-        if q.qtype == RecordType::ANY {
-            if q.tcp {
-                answer.answers.extend(records.iter().map(with_owner));
-            } else {
-                let hinfo = RData::HINFO(HINFO::new("RFC8482".into(), String::new()));
-                answer
-                    .answers
-                    .push(Record::from_rdata(owner.clone(), self.negative_ttl, hinfo));
+        let mut name = q.lower.clone();
+        let mut owner = q.name.clone();
+        for hop in 0..=MAX_CNAME_CHAIN {
+            // A DS record at a cut belongs to the parent (RFC 4035 §3.1.4.1).
+            if let Some(cut) = self.zone_cut(&name, q.qtype == RecordType::DS) {
+                let ns = self.delegation_ns(cut);
+                if hop == 0 {
+                    // Not our data: a referral is not authoritative.
+                    answer.authoritative = false;
+                }
+                // Glue: the in-zone addresses of the child's name servers.
+                self.add_target_addresses(&ns, &mut answer);
+                answer.authority = ns;
+                return answer;
             }
-            return;
-        }
-        let matching: Vec<Record> = records
-            .iter()
-            .filter(|r| r.record_type() == q.qtype)
-            .map(with_owner)
-            .collect();
-        if !matching.is_empty() {
-            self.add_target_addresses(&matching, answer);
-            answer.answers.extend(matching);
-            return;
-        }
-        // CNAME: answer it and follow the chain while it stays in the zone.
-        let Some(cname) = records
-            .iter()
-            .find(|r| r.record_type() == RecordType::CNAME)
-        else {
-            return;
-        };
-        answer.answers.push(with_owner(cname));
-        let mut next = cname.clone();
-        for _ in 0..MAX_CNAME_CHAIN {
-            let RData::CNAME(target) = &next.data else {
-                break;
+            let records = match self.nodes.get(&name) {
+                Some(records) => records.as_slice(),
+                None if self.empty_non_terminals.contains(&name) => break,
+                None => match self.wildcard(&name) {
+                    Some(records) => records,
+                    None => {
+                        answer.rcode = ResponseCode::NXDomain;
+                        break;
+                    }
+                },
             };
-            let target = LowerName::new(&target.0);
-            if !self.origin.zone_of(&target) || self.zone_cut(&target).is_some() {
-                break;
+            let with_owner = |r: &Record| {
+                let mut r = r.clone();
+                r.name = owner.clone();
+                r
+            };
+            if q.qtype == RecordType::ANY && hop == 0 {
+                if q.tcp {
+                    answer.answers.extend(records.iter().map(with_owner));
+                } else {
+                    let hinfo = RData::HINFO(HINFO::new("RFC8482".into(), String::new()));
+                    answer.answers.push(Record::from_rdata(
+                        owner.clone(),
+                        self.negative_ttl,
+                        hinfo,
+                    ));
+                }
+                return answer;
             }
-            let Some(records) = self.nodes.get(&target) else {
-                break;
-            };
-            let found: Vec<&Record> = records
+            let matching: Vec<Record> = records
                 .iter()
                 .filter(|r| r.record_type() == q.qtype)
+                .map(with_owner)
                 .collect();
-            if !found.is_empty() {
-                answer.answers.extend(found.into_iter().cloned());
-                break;
+            if !matching.is_empty() {
+                self.add_target_addresses(&matching, &mut answer);
+                answer.answers.extend(matching);
+                return answer;
             }
-            match records
+            let Some(cname) = records
                 .iter()
                 .find(|r| r.record_type() == RecordType::CNAME)
-            {
-                Some(cname) => {
-                    answer.answers.push(cname.clone());
-                    next = cname.clone();
-                }
-                None => break,
+            else {
+                break; // NODATA
+            };
+            answer.answers.push(with_owner(cname));
+            let RData::CNAME(target) = &cname.data else {
+                break;
+            };
+            if !self.origin.zone_of(&LowerName::new(&target.0)) {
+                // The rest of the chain is another zone's to answer.
+                return answer;
             }
+            owner = target.0.clone();
+            name = LowerName::new(&owner);
         }
+        answer.additional.clear();
+        let mut soa = self.soa.clone();
+        soa.ttl = self.negative_ttl;
+        answer.authority.push(soa);
+        answer
     }
 
     /// Additional-section addresses for in-zone SRV, MX and NS targets.
@@ -278,13 +271,18 @@ impl StaticZone {
         }
     }
 
-    /// The highest zone cut at or above `name`, below the apex.
-    fn zone_cut(&self, name: &LowerName) -> Option<&LowerName> {
+    /// The highest zone cut at or above `name`, below the apex; with
+    /// `parent_side`, a cut at `name` itself does not count.
+    fn zone_cut(&self, name: &LowerName, parent_side: bool) -> Option<&LowerName> {
         if self.delegations.is_empty() {
             return None;
         }
         let mut cut = None;
-        let mut n = name.clone();
+        let mut n = if parent_side {
+            name.base_name()
+        } else {
+            name.clone()
+        };
         while n.num_labels() > self.origin.num_labels() {
             if let Some(found) = self.delegations.get(&n) {
                 cut = Some(found);
@@ -294,28 +292,13 @@ impl StaticZone {
         cut
     }
 
-    /// A referral to the child zone at `cut`: its NS in Authority, glue in
-    /// Additional, not authoritative.
-    fn referral(&self, cut: &LowerName) -> Answer {
-        let ns: Vec<Record> = self.nodes[cut]
+    /// The NS records of the child zone at `cut`, for a referral.
+    fn delegation_ns(&self, cut: &LowerName) -> Vec<Record> {
+        self.nodes[cut]
             .iter()
             .filter(|r| r.record_type() == RecordType::NS)
             .cloned()
-            .collect();
-        let mut answer = Answer::default();
-        for record in &ns {
-            if let RData::NS(target) = &record.data
-                && let Some(glue) = self.nodes.get(&LowerName::new(&target.0))
-            {
-                answer.additional.extend(
-                    glue.iter()
-                        .filter(|r| matches!(r.record_type(), RecordType::A | RecordType::AAAA))
-                        .cloned(),
-                );
-            }
-        }
-        answer.authority = ns;
-        answer
+            .collect()
     }
 
     /// The wildcard records that stand in for `name` (RFC 4592): those at
