@@ -1,6 +1,9 @@
 //! Parity with a reference authoritative server: signpost and Knot DNS serve
-//! the same zone file and must give the same answers (RFC 1034 §4.3.2,
-//! RFC 2181, RFC 2308, RFC 4592), compared section by section.
+//! the same zone and must give the same answers (RFC 1034 §4.3.2, RFC 2181,
+//! RFC 2308, RFC 4592), compared section by section. Two zones: a static
+//! zone file both servers load, and the registry zone (`internal.`), which
+//! signpost builds from API registrations and Knot loads from the zone file
+//! those registrations stand for.
 //!
 //! Needs `knotd` (Debian/Ubuntu: `apt-get install knot`). A missing knotd is
 //! a failure, not a skip.
@@ -15,9 +18,10 @@ use std::time::{Duration, Instant};
 
 use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::{Record, RecordType};
+use serde_json::{Value, json};
 use support::{DnsQuery, Server, scratch, udp_raw_within};
 
-/// The zone's origin; the file is `<ORIGIN>zone`.
+/// The static zone's origin; the file is `<ORIGIN>zone`.
 const ORIGIN: &str = "parity.example.";
 
 /// A zone with every shape of answer RFC 1034 §4.3.2 distinguishes.
@@ -64,8 +68,10 @@ use ResponseCode::{NXDomain, NoError, Refused};
 /// (query name, type, the RCODE the zone implies, what it exercises). Every
 /// case must get the same answer from both servers; the RCODE column also
 /// checks that Knot loaded the zone as intended.
+type Case = (&'static str, RecordType, ResponseCode, &'static str);
+
 #[rustfmt::skip]
-const CASES: &[(&str, RecordType, ResponseCode, &str)] = &[
+const CASES: &[Case] = &[
     // Positive answers; MX, SRV and NS targets' addresses in Additional.
     ("www.parity.example.", RecordType::A, NoError, "A RRset of two"),
     ("www.parity.example.", RecordType::AAAA, NoError, "AAAA"),
@@ -257,9 +263,9 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// Whether `addr` answers an SOA query for the zone, authoritatively.
-fn answers_soa(addr: SocketAddr) -> bool {
-    let mut q = DnsQuery::new(ORIGIN, RecordType::SOA);
+/// Whether `addr` answers an SOA query for `origin`, authoritatively.
+fn answers_soa(addr: SocketAddr, origin: &str) -> bool {
+    let mut q = DnsQuery::new(origin, RecordType::SOA);
     q.edns = Some(1232);
     udp_raw_within(addr, &q.bytes(), Duration::from_millis(200))
         .and_then(|bytes| Message::from_vec(&bytes).ok())
@@ -273,7 +279,7 @@ fn answers_soa(addr: SocketAddr) -> bool {
 /// A minimal knotd configuration: one listener, state under the scratch
 /// dir, the zone file read as is and never written back, no DNSSEC. `user:`
 /// stays at its default, root:root, which is what knotd runs as here.
-fn knot_conf(port: u16, run: &Path, storage: &Path, zone_file: &Path) -> String {
+fn knot_conf(port: u16, run: &Path, storage: &Path, origin: &str, zone_file: &Path) -> String {
     let (run, storage, zone) = (run.display(), storage.display(), zone_file.display());
     format!(
         "server:
@@ -292,16 +298,16 @@ template:
     journal-content: none
     semantic-checks: on
 zone:
-  - domain: {ORIGIN}
+  - domain: {origin}
     file: {zone}
 "
     )
 }
 
 impl Knot {
-    /// Starts knotd on a free loopback port serving `zone_file` as ORIGIN,
+    /// Starts knotd on a free loopback port serving `zone_file` as `origin`,
     /// with its state in `dir`; waits until it answers.
-    fn start(dir: &Path, zone_file: &Path) -> Self {
+    fn start(dir: &Path, origin: &str, zone_file: &Path) -> Self {
         let knotd = knotd_path();
         let mut last_log = String::new();
         for attempt in 0..5 {
@@ -312,7 +318,7 @@ impl Knot {
             std::fs::create_dir_all(&run).unwrap();
             std::fs::create_dir_all(&storage).unwrap();
             let conf = dir.join(format!("knot-{attempt}.conf"));
-            std::fs::write(&conf, knot_conf(port, &run, &storage, zone_file)).unwrap();
+            std::fs::write(&conf, knot_conf(port, &run, &storage, origin, zone_file)).unwrap();
             let log = dir.join(format!("knotd-{attempt}.log"));
             let child = Command::new(&knotd)
                 .arg("-c")
@@ -328,7 +334,7 @@ impl Knot {
                 if knot.child.try_wait().unwrap().is_some() {
                     break;
                 }
-                if answers_soa(addr) {
+                if answers_soa(addr, origin) {
                     return knot;
                 }
                 std::thread::sleep(Duration::from_millis(50));
@@ -336,7 +342,7 @@ impl Knot {
             last_log = std::fs::read_to_string(&knot.log).unwrap_or_default();
             drop(knot);
         }
-        panic!("knotd never answered for {ORIGIN}; its last log:\n{last_log}");
+        panic!("knotd never answered for {origin}; its last log:\n{last_log}");
     }
 }
 
@@ -346,22 +352,26 @@ fn ask(server: SocketAddr, name: &str, qtype: RecordType) -> Message {
     q.udp(server)
 }
 
-/// Serves ZONE from both servers, asks each case of both, and fails listing
-/// every case whose answers differ.
-fn compare_with_knot(scratch_name: &str, cases: &[(&str, RecordType, ResponseCode, &str)]) {
+/// Serves ZONE from both servers and compares them on `cases`.
+fn compare_with_knot(scratch_name: &str, cases: &[Case]) {
     let dir = scratch(scratch_name);
     let zones = dir.join("zones");
     std::fs::create_dir_all(&zones).unwrap();
     let zone_file = zones.join(format!("{ORIGIN}zone"));
     std::fs::write(&zone_file, ZONE).unwrap();
 
-    let knot = Knot::start(&dir, &zone_file);
+    let knot = Knot::start(&dir, ORIGIN, &zone_file);
     let signpost = Server::start_raw(&["--zones-dir", zones.to_str().unwrap(), "--seed", "1"]);
+    compare(signpost.dns, knot.addr, cases);
+}
 
+/// Asks each case of both servers and fails listing every case whose
+/// answers differ.
+fn compare(signpost: SocketAddr, knot: SocketAddr, cases: &[Case]) {
     let mut failures = Vec::new();
     for &(name, qtype, rcode, what) in cases {
-        let s = ask(signpost.dns, name, qtype);
-        let k = ask(knot.addr, name, qtype);
+        let s = ask(signpost, name, qtype);
+        let k = ask(knot, name, qtype);
         // The question is echoed as asked, case included (RFC 1035 §4.1.1).
         for (who, m) in [("signpost", &s), ("knot", &k)] {
             let echoed: Vec<String> = m.queries.iter().map(|q| q.name().to_string()).collect();
@@ -393,4 +403,256 @@ fn compare_with_knot(scratch_name: &str, cases: &[(&str, RecordType, ResponseCod
 #[test]
 fn signpost_answers_like_knot() {
     compare_with_knot("knot-parity", CASES);
+}
+
+/// The registry zone's origin (signpost's default `--domain`).
+const REGISTRY_ORIGIN: &str = "internal.";
+
+/// What `register_instances` registers, as (service, id, body).
+///
+/// TTLs differ between instances, so service RRsets show the RFC 2181 §5.2
+/// rule (one TTL per RRset, the smallest of its members) while each
+/// instance's own records and its SRV-target addresses keep its own TTL.
+fn registrations() -> Vec<(&'static str, &'static str, Value)> {
+    vec![
+        // web in dc1: two in priority 10 (one tagged v2 with meta), one IPv6
+        // in priority 20.
+        (
+            "web",
+            "w1",
+            json!({"address": "10.0.0.1", "port": 8080, "weight": 100, "priority": 10,
+                   "tags": ["v2"], "meta": {"version": "1.4", "zone": "a"}, "ttl": "5s"}),
+        ),
+        (
+            "web",
+            "w2",
+            json!({"address": "10.0.0.2", "port": 8080, "weight": 50, "priority": 10,
+                   "ttl": "10s"}),
+        ),
+        (
+            "web",
+            "w3",
+            json!({"address": "2001:db8::3", "port": 8081, "weight": 20, "priority": 20,
+                   "ttl": "30s"}),
+        ),
+        // web in dc2: its SRV target names the cluster.
+        (
+            "web",
+            "w4",
+            json!({"address": "10.1.0.4", "port": 8080, "cluster": "dc2", "ttl": "5s"}),
+        ),
+        // db: one UP, one OUT_OF_SERVICE (whose tag still names a service).
+        (
+            "db",
+            "db-1",
+            json!({"address": "10.0.1.1", "port": 5432, "meta": {"role": "primary"},
+                   "ttl": "5s"}),
+        ),
+        (
+            "db",
+            "db-2",
+            json!({"address": "10.0.1.2", "port": 5432, "tags": ["canary"],
+                   "status": "OUT_OF_SERVICE", "ttl": "5s"}),
+        ),
+        // api: nothing served at all.
+        (
+            "api",
+            "api-1",
+            json!({"address": "10.0.2.1", "port": 9000, "status": "OUT_OF_SERVICE",
+                   "ttl": "5s"}),
+        ),
+    ]
+}
+
+/// The registry zone that `registrations()` stand for, written by hand from
+/// the README's "DNS names" table, as an RFC 1035 master file. `SERIAL` is
+/// replaced by the registry index after the registrations, which is what
+/// signpost's SOA serial is, so the SOA compares exactly and nothing needs
+/// normalising.
+///
+/// Names that exist in signpost but hold none of the queried records (a
+/// service or instance whose instances are all not UP, a tag only a not-UP
+/// instance carries) answer NODATA there. A master file cannot hold an empty
+/// node (RFC 1035 §5: every entry is a record), and an empty leaf would be
+/// NXDOMAIN in Knot. Such names carry one record of the private-use type
+/// TYPE65280 (RFC 6895 §3.1), in RFC 3597 generic form, which makes the name
+/// exist without adding any record signpost serves. The cases never ask for
+/// TYPE65280 and leave out ANY (signpost answers ANY over UDP with the RFC
+/// 8482 HINFO; Knot with its own choice), so the placeholder is never
+/// compared; every queried type at those names is NODATA at both servers, as
+/// signpost means it. Names that are parents of real names (`service`,
+/// `_tcp.service`, `dc2`, ...) need nothing: they are empty non-terminals in
+/// both servers.
+const REGISTRY_ZONE: &str = r#"$ORIGIN internal.
+@                        5 IN SOA  ns hostmaster SERIAL 3600 600 86400 5
+@                     3600 IN NS   ns
+ns                    3600 IN A    127.0.0.1
+
+; web, dc1: w1 (10, 100, v2, meta, 5 s), w2 (10, 50, 10 s), w3 (IPv6, 20, 20, 30 s).
+; A RRset {w1, w2}: TTL 5; AAAA {w3}: 30; SRV {w1, w2, w3}: 5.
+web.service              5 IN A    10.0.0.1
+web.service              5 IN A    10.0.0.2
+web.service             30 IN AAAA 2001:db8::3
+web.service              5 IN SRV  10 100 8080 w1.web.instance
+web.service              5 IN SRV  10 50 8080 w2.web.instance
+web.service              5 IN SRV  20 20 8081 w3.web.instance
+_web._tcp.service        5 IN SRV  10 100 8080 w1.web.instance
+_web._tcp.service        5 IN SRV  10 50 8080 w2.web.instance
+_web._tcp.service        5 IN SRV  20 20 8081 w3.web.instance
+_web._udp.service        5 IN SRV  10 100 8080 w1.web.instance
+_web._udp.service        5 IN SRV  10 50 8080 w2.web.instance
+_web._udp.service        5 IN SRV  20 20 8081 w3.web.instance
+v2.web.service           5 IN A    10.0.0.1
+v2.web.service           5 IN SRV  10 100 8080 w1.web.instance
+_web._v2.service         5 IN SRV  10 100 8080 w1.web.instance
+w1.web.instance          5 IN A    10.0.0.1
+w1.web.instance          5 IN TXT  "version=1.4" "zone=a"
+w2.web.instance         10 IN A    10.0.0.2
+w2.web.instance         10 IN TXT  ""
+w3.web.instance         30 IN AAAA 2001:db8::3
+w3.web.instance         30 IN TXT  ""
+; The local cluster named explicitly: the same answers, the same targets.
+web.service.dc1          5 IN A    10.0.0.1
+web.service.dc1          5 IN A    10.0.0.2
+_web._tcp.service.dc1    5 IN SRV  10 100 8080 w1.web.instance
+_web._tcp.service.dc1    5 IN SRV  10 50 8080 w2.web.instance
+_web._tcp.service.dc1    5 IN SRV  20 20 8081 w3.web.instance
+
+; web, dc2: w4 (defaults 10, 100), target under instance.dc2.
+web.service.dc2          5 IN A    10.1.0.4
+web.service.dc2          5 IN SRV  10 100 8080 w4.web.instance.dc2
+_web._tcp.service.dc2    5 IN SRV  10 100 8080 w4.web.instance.dc2
+_web._udp.service.dc2    5 IN SRV  10 100 8080 w4.web.instance.dc2
+w4.web.instance.dc2      5 IN A    10.1.0.4
+w4.web.instance.dc2      5 IN TXT  ""
+
+; db: db-1 UP; db-2 OUT_OF_SERVICE, tagged canary: in no service RRset, but
+; its own name and its tag's names exist (placeholders, see above).
+db.service               5 IN A    10.0.1.1
+db.service               5 IN SRV  10 100 5432 db-1.db.instance
+_db._tcp.service         5 IN SRV  10 100 5432 db-1.db.instance
+_db._udp.service         5 IN SRV  10 100 5432 db-1.db.instance
+db-1.db.instance         5 IN A    10.0.1.1
+db-1.db.instance         5 IN TXT  "role=primary"
+db-2.db.instance         5 IN TYPE65280 \# 0
+canary.db.service        5 IN TYPE65280 \# 0
+_db._canary.service      5 IN TYPE65280 \# 0
+
+; api: only api-1, OUT_OF_SERVICE: the service's names exist, empty.
+api.service              5 IN TYPE65280 \# 0
+_api._tcp.service        5 IN TYPE65280 \# 0
+_api._udp.service        5 IN TYPE65280 \# 0
+api-1.api.instance       5 IN TYPE65280 \# 0
+"#;
+
+/// Cases for the registry zone; see REGISTRY_ZONE.
+#[rustfmt::skip]
+const REGISTRY_CASES: &[Case] = &[
+    // Service answers; SRV targets' addresses in Additional with their own TTLs.
+    ("web.service.internal.", RecordType::A, NoError, "service A, smallest TTL"),
+    ("web.service.internal.", RecordType::AAAA, NoError, "service AAAA"),
+    ("web.service.internal.", RecordType::SRV, NoError, "service SRV, two priorities"),
+    ("_web._tcp.service.internal.", RecordType::SRV, NoError, "RFC 2782 form"),
+    ("_web._udp.service.internal.", RecordType::SRV, NoError, "RFC 2782 form, udp"),
+    ("db.service.internal.", RecordType::A, NoError, "OUT_OF_SERVICE left out"),
+    ("_db._tcp.service.internal.", RecordType::SRV, NoError, "OUT_OF_SERVICE left out of SRV"),
+    // Tag filters.
+    ("v2.web.service.internal.", RecordType::A, NoError, "tag filter A"),
+    ("v2.web.service.internal.", RecordType::SRV, NoError, "tag filter SRV"),
+    ("_web._v2.service.internal.", RecordType::SRV, NoError, "tag filter, RFC 2782 form"),
+    // Instances.
+    ("w1.web.instance.internal.", RecordType::A, NoError, "instance A"),
+    ("w1.web.instance.internal.", RecordType::TXT, NoError, "instance meta as TXT"),
+    ("w2.web.instance.internal.", RecordType::TXT, NoError, "no meta: one empty string"),
+    ("w3.web.instance.internal.", RecordType::AAAA, NoError, "instance AAAA"),
+    ("db-1.db.instance.internal.", RecordType::TXT, NoError, "instance meta, other service"),
+    // Clusters.
+    ("web.service.dc2.internal.", RecordType::A, NoError, "other cluster A"),
+    ("web.service.dc2.internal.", RecordType::SRV, NoError, "other cluster SRV"),
+    ("_web._tcp.service.dc2.internal.", RecordType::SRV, NoError, "target names the cluster"),
+    ("w4.web.instance.dc2.internal.", RecordType::A, NoError, "instance in another cluster"),
+    ("w4.web.instance.dc2.internal.", RecordType::TXT, NoError, "its TXT"),
+    ("web.service.dc1.internal.", RecordType::A, NoError, "local cluster named"),
+    ("_web._tcp.service.dc1.internal.", RecordType::SRV, NoError, "local cluster named, SRV"),
+    // Apex and name server.
+    ("internal.", RecordType::SOA, NoError, "apex SOA"),
+    ("internal.", RecordType::NS, NoError, "apex NS with its address"),
+    ("ns.internal.", RecordType::A, NoError, "name server address"),
+    ("ns.internal.", RecordType::AAAA, NoError, "name server, NODATA"),
+    ("internal.", RecordType::A, NoError, "NODATA at the apex"),
+    // NODATA at names that hold records.
+    ("web.service.internal.", RecordType::TXT, NoError, "service TXT"),
+    ("_web._tcp.service.internal.", RecordType::A, NoError, "RFC 2782 form holds SRV only"),
+    ("v2.web.service.internal.", RecordType::AAAA, NoError, "tag with no IPv6 instance"),
+    ("w1.web.instance.internal.", RecordType::AAAA, NoError, "IPv4 instance AAAA"),
+    ("w3.web.instance.internal.", RecordType::A, NoError, "IPv6 instance A"),
+    ("w1.web.instance.internal.", RecordType::SRV, NoError, "instance SRV"),
+    // NODATA where nothing is served (the placeholders).
+    ("db-2.db.instance.internal.", RecordType::A, NoError, "not UP: its name, NODATA"),
+    ("db-2.db.instance.internal.", RecordType::TXT, NoError, "not UP: no TXT either"),
+    ("api.service.internal.", RecordType::A, NoError, "service with nothing UP"),
+    ("_api._tcp.service.internal.", RecordType::SRV, NoError, "the same, RFC 2782 form"),
+    ("api-1.api.instance.internal.", RecordType::A, NoError, "only instance, not UP"),
+    ("canary.db.service.internal.", RecordType::A, NoError, "tag only a not-UP instance has"),
+    ("_db._canary.service.internal.", RecordType::SRV, NoError, "the same, RFC 2782 form"),
+    // Empty non-terminals: NODATA (RFC 8020, RFC 9156).
+    ("service.internal.", RecordType::A, NoError, "ENT service"),
+    ("_tcp.service.internal.", RecordType::SRV, NoError, "ENT _tcp"),
+    ("_udp.service.internal.", RecordType::SRV, NoError, "ENT _udp"),
+    ("_v2.service.internal.", RecordType::SRV, NoError, "ENT tag"),
+    ("_canary.service.internal.", RecordType::SRV, NoError, "ENT tag of a not-UP instance"),
+    ("instance.internal.", RecordType::A, NoError, "ENT instance"),
+    ("web.instance.internal.", RecordType::A, NoError, "ENT instance parent"),
+    ("api.instance.internal.", RecordType::TXT, NoError, "ENT over a not-UP instance"),
+    ("dc2.internal.", RecordType::A, NoError, "ENT cluster"),
+    ("service.dc2.internal.", RecordType::A, NoError, "ENT service in a cluster"),
+    ("instance.dc2.internal.", RecordType::A, NoError, "ENT instance in a cluster"),
+    ("_tcp.service.dc2.internal.", RecordType::SRV, NoError, "ENT _tcp in a cluster"),
+    ("dc1.internal.", RecordType::A, NoError, "ENT local cluster"),
+    // NXDOMAIN.
+    ("nope.service.internal.", RecordType::A, NXDomain, "unknown service"),
+    ("_nope._tcp.service.internal.", RecordType::SRV, NXDomain, "unknown service, RFC 2782"),
+    ("v9.web.service.internal.", RecordType::A, NXDomain, "unknown tag"),
+    ("_web._v9.service.internal.", RecordType::SRV, NXDomain, "unknown tag, RFC 2782"),
+    ("_v9.service.internal.", RecordType::SRV, NXDomain, "unknown tag's parent"),
+    ("_db._v2.service.internal.", RecordType::SRV, NXDomain, "another service's tag"),
+    ("web.service.dc9.internal.", RecordType::A, NXDomain, "unknown cluster"),
+    ("dc9.internal.", RecordType::A, NXDomain, "unknown cluster node"),
+    ("db.service.dc2.internal.", RecordType::A, NXDomain, "service not in that cluster"),
+    ("_v2.service.dc2.internal.", RecordType::SRV, NXDomain, "tag not in that cluster"),
+    ("w9.web.instance.internal.", RecordType::A, NXDomain, "unknown instance"),
+    ("w4.web.instance.internal.", RecordType::A, NXDomain, "dc2 instance under the local name"),
+    ("w1.web.instance.dc2.internal.", RecordType::A, NXDomain, "local instance under dc2"),
+    ("nope.instance.internal.", RecordType::A, NXDomain, "unknown instance parent"),
+    ("a.b.web.service.internal.", RecordType::A, NXDomain, "too deep under a service"),
+    ("x.w1.web.instance.internal.", RecordType::A, NXDomain, "below an instance"),
+    ("a.b.c.d.e.internal.", RecordType::A, NXDomain, "too deep"),
+    // Case: matching is case-insensitive (RFC 4343).
+    ("WeB.SeRvIcE.InTeRnAl.", RecordType::A, NoError, "mixed case service"),
+    ("_WEB._TCP.Service.Internal.", RecordType::SRV, NoError, "mixed case RFC 2782"),
+    ("V2.Web.SERVICE.internal.", RecordType::SRV, NoError, "mixed case tag"),
+    ("W1.Web.Instance.Internal.", RecordType::TXT, NoError, "mixed case instance"),
+    ("Web.Service.DC2.Internal.", RecordType::A, NoError, "mixed case cluster"),
+    ("INTERNAL.", RecordType::SOA, NoError, "mixed case apex"),
+    ("NoPe.Service.Internal.", RecordType::A, NXDomain, "mixed case NXDOMAIN"),
+];
+
+#[test]
+fn registry_zone_answers_like_knot() {
+    let signpost = Server::start(&[]);
+    let mut index = None;
+    for (service, id, body) in registrations() {
+        let (status, reply) = signpost.register(service, id, body);
+        assert_eq!(status, 200, "register {service}/{id}: {reply}");
+        index = reply["index"].as_u64();
+    }
+    let serial = index.expect("the API reports the registry index");
+
+    let dir = scratch("knot-parity-registry");
+    let zone_file = dir.join(format!("{REGISTRY_ORIGIN}zone"));
+    let zone = REGISTRY_ZONE.replace("SERIAL", &serial.to_string());
+    std::fs::write(&zone_file, zone).unwrap();
+    let knot = Knot::start(&dir, REGISTRY_ORIGIN, &zone_file);
+
+    compare(signpost.dns, knot.addr, REGISTRY_CASES);
 }

@@ -1,21 +1,18 @@
 //! `/v1/services/{service}/instances/{id}`: register, read, deregister.
 
-use std::collections::{BTreeMap, HashMap};
-use std::net::IpAddr;
+use std::collections::HashMap;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, Query, State};
 use axum::response::Response;
-use serde_json::{Value, json};
+use serde_json::json;
 
-use super::body::Fields;
+use super::body::read_object;
 use super::error::ApiError;
 use super::{ApiState, with_index};
-use crate::registry::model::{
-    Cluster, Instance, InstanceId, InstanceSpec, MAX_TAGS, MAX_TTL, Meta, ServiceName, Status, Tag,
-    ValidationError, format_duration,
-};
+use crate::registry::codec::{instance_to_json, spec_from};
+use crate::registry::model::{Cluster, InstanceId, InstanceSpec, ServiceName, ValidationError};
 
 /// Fields a registration body may carry.
 const FIELDS: &[&str] = &[
@@ -60,7 +57,7 @@ pub fn parse_spec(
     id: &InstanceId,
     default_cluster: &Cluster,
 ) -> Result<InstanceSpec, ApiError> {
-    let mut f = Fields::parse(body, FIELDS)?;
+    let mut f = read_object(body, FIELDS)?;
     for field in NOT_YET {
         if f.take(field).is_some() {
             return Err(ValidationError::new(
@@ -79,88 +76,7 @@ pub fn parse_spec(
         )
         .into());
     }
-    let address_text = f.required_str("address")?;
-    let address: IpAddr = address_text.trim().parse().map_err(|_| {
-        ValidationError::new(
-            "address",
-            format!("{address_text:?} is not an IPv4 or IPv6 address"),
-        )
-    })?;
-    if address.is_unspecified() || address.is_multicast() {
-        return Err(
-            ValidationError::new("address", format!("{address} cannot be connected to")).into(),
-        );
-    }
-    let port = f
-        .int("port", 1, 65535)?
-        .ok_or_else(|| ValidationError::new("port", "is required"))?;
-    let mut spec = InstanceSpec::new(address, port as u16);
-    spec.cluster = default_cluster.clone();
-    if let Some(weight) = f.int("weight", 1, 65535)? {
-        spec.weight = weight as u16;
-    }
-    if let Some(priority) = f.int("priority", 0, 65535)? {
-        spec.priority = priority as u16;
-    }
-    if let Some(tags) = f.strings("tags")? {
-        let mut parsed = tags
-            .iter()
-            .enumerate()
-            .map(|(i, t)| {
-                Tag::parse(t).map_err(|e| ValidationError::new(format!("tags[{i}]"), e.message))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        parsed.sort();
-        parsed.dedup();
-        if parsed.len() > MAX_TAGS {
-            return Err(ValidationError::new(
-                "tags",
-                format!("{} tags; at most {MAX_TAGS}", parsed.len()),
-            )
-            .into());
-        }
-        spec.tags = parsed;
-    }
-    if let Some(meta) = f.string_map("meta")? {
-        spec.meta = Meta::parse(meta.into_iter().collect::<BTreeMap<_, _>>())?;
-    }
-    if let Some(cluster) = f.str("cluster")? {
-        spec.cluster = Cluster::parse(&cluster)?;
-    }
-    if let Some(ttl) = f.duration("ttl")? {
-        if ttl.subsec_nanos() != 0 || ttl > MAX_TTL {
-            return Err(ValidationError::new(
-                "ttl",
-                format!("must be whole seconds up to {}", format_duration(MAX_TTL)),
-            )
-            .into());
-        }
-        spec.ttl = ttl;
-    }
-    if let Some(status) = f.str("status")? {
-        spec.status = Status::parse(&status)?;
-    }
-    Ok(spec)
-}
-
-/// An instance as the API shows it.
-pub fn instance_json(service: &ServiceName, instance: &Instance) -> Value {
-    let i = &instance.spec;
-    json!({
-        "service": service,
-        "id": instance.id,
-        "address": i.address.to_string(),
-        "port": i.port,
-        "weight": i.weight,
-        "priority": i.priority,
-        "tags": i.tags,
-        "meta": i.meta,
-        "cluster": i.cluster,
-        "ttl": format_duration(i.ttl),
-        "status": i.status,
-        "create_index": instance.create_index,
-        "modify_index": instance.modify_index,
-    })
+    Ok(spec_from(&mut f, default_cluster)?)
 }
 
 /// `PUT`: register or replace. `?cas=N` writes only at modify index N
@@ -180,7 +96,7 @@ pub async fn put(
     let instance = registry.put_instance(&service, &id, spec, cas).await?;
     Ok(with_index(
         registry.index(),
-        json!({ "instance": instance_json(&service, &instance) }),
+        json!({ "instance": instance_to_json(&service, &instance) }),
     ))
 }
 
@@ -196,7 +112,7 @@ pub async fn get(
     })?;
     Ok(with_index(
         index,
-        json!({ "instance": instance_json(&service, &instance) }),
+        json!({ "instance": instance_to_json(&service, &instance) }),
     ))
 }
 

@@ -6,15 +6,11 @@ use axum::extract::{Path, State};
 use axum::response::Response;
 use serde_json::{Value, json};
 
-use super::body::Fields;
+use super::body::read_object;
 use super::error::ApiError;
-use super::instances::instance_json;
 use super::{ApiState, with_index};
-use crate::registry::model::{Cluster, LbPolicy, ServiceName, ServiceSettings};
-
-fn settings_json(settings: &ServiceSettings) -> Value {
-    json!({ "lb": settings.lb, "failover": settings.failover, "fail_open": settings.fail_open })
-}
+use crate::registry::codec::{SETTINGS_FIELDS, instance_to_json, settings_from, settings_to_json};
+use crate::registry::model::ServiceName;
 
 /// `GET /v1/services`: every service with its instance counts.
 pub async fn list(State(ApiState { registry, .. }): State<ApiState>) -> Response {
@@ -27,7 +23,7 @@ pub async fn list(State(ApiState { registry, .. }): State<ApiState>) -> Response
                 "name": s.name,
                 "instances": s.instances,
                 "served": s.served,
-                "settings": settings_json(&s.settings.clone().unwrap_or_default()),
+                "settings": settings_to_json(&s.settings.clone().unwrap_or_default()),
             })
         })
         .collect();
@@ -47,13 +43,13 @@ pub async fn get(
     let instances: Vec<Value> = state
         .instances
         .iter()
-        .map(|i| instance_json(&name, i))
+        .map(|i| instance_to_json(&name, i))
         .collect();
     Ok(with_index(
         index,
         json!({
             "service": name,
-            "settings": settings_json(&state.settings.unwrap_or_default()),
+            "settings": settings_to_json(&state.settings.unwrap_or_default()),
             "instances": instances,
         }),
     ))
@@ -67,24 +63,10 @@ pub async fn put_settings(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let name = ServiceName::parse(&service)?;
-    let mut f = Fields::parse(body, &["lb", "failover", "fail_open"])?;
-    let mut settings = ServiceSettings::default();
-    if let Some(lb) = f.str("lb")? {
-        settings.lb = LbPolicy::parse(&lb)?;
-    }
-    if let Some(failover) = f.strings("failover")? {
-        settings.failover = failover
-            .iter()
-            .enumerate()
-            .map(|(i, c)| Cluster::parse_field(&format!("failover[{i}]"), c))
-            .collect::<Result<_, _>>()?;
-    }
-    if let Some(fail_open) = f.bool("fail_open")? {
-        settings.fail_open = fail_open;
-    }
+    let settings = settings_from(&mut read_object(body, SETTINGS_FIELDS)?)?;
     let index = registry.put_settings(&name, settings.clone()).await?;
     Ok(with_index(
         index,
-        json!({ "service": name, "settings": settings_json(&settings) }),
+        json!({ "service": name, "settings": settings_to_json(&settings) }),
     ))
 }

@@ -1,21 +1,28 @@
 //! The registry: the truth about services and their instances.
 //!
-//! It validates nothing itself (its inputs are validated types), commits every
-//! change to its [`Store`] before applying it, numbers changes with a
-//! monotonically increasing index, and tells its [`Observer`] which service
-//! changed. It knows nothing of DNS or HTTP.
+//! It validates nothing itself (its inputs are validated types). Every write
+//! goes through one committer task, which groups the writes waiting at that
+//! moment into one store commit (group commit: one fsync for many writes),
+//! numbers them with a monotonically increasing index, applies them only
+//! once the store has returned, tells the [`Observer`] which services
+//! changed, and only then answers the writers. A write that is answered is
+//! durable; a write that failed changed nothing. It knows nothing of DNS or
+//! HTTP.
 
+pub mod codec;
+mod committer;
 pub mod model;
 pub mod store;
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::RwLock;
+use tokio::sync::{mpsc, oneshot};
 
+use committer::{Queued, Write, Written};
 use model::{Instance, InstanceId, InstanceSpec, ServiceName, ServiceSettings};
-use store::{Change, Store, StoreError, StoredState};
+use store::{Store, StoreError, StoredState};
 
 /// The current state of one service, as observers and readers see it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,7 +55,8 @@ pub enum RegistryError {
     /// No such service or instance.
     #[error("{0} not found")]
     NotFound(String),
-    /// A conditional write (`cas`) found another modify index.
+    /// A conditional write (`cas`), or an import over existing data, found
+    /// another state than the caller expected.
     #[error("{what} is at index {actual}, not {expected}")]
     Conflict {
         /// What was being written.
@@ -76,15 +84,12 @@ pub struct ServiceSummary {
     pub settings: Option<ServiceSettings>,
 }
 
-/// The registry. Cheap to share behind an `Arc`.
-pub struct Registry {
+/// What the registry and its committer share.
+struct Shared {
     /// Where changes are made durable before they are applied.
     store: Arc<dyn Store>,
-    /// Serialises writers, across the store commit, so changes commit and
-    /// apply in index order. Readers and DNS never take it.
-    writer: tokio::sync::Mutex<()>,
-    /// The committed state. Writers hold it only to apply a committed change;
-    /// readers only to copy out.
+    /// The committed state. The committer holds it only to apply a committed
+    /// batch; readers only to copy out.
     state: RwLock<StoredState>,
     /// The index of the last applied change, readable without a lock.
     index: AtomicU64,
@@ -92,38 +97,63 @@ pub struct Registry {
     observer: Arc<dyn Observer>,
 }
 
+/// The registry. Cheap to share behind an `Arc`.
+pub struct Registry {
+    /// State shared with the committer task.
+    shared: Arc<Shared>,
+    /// Writes waiting for the committer.
+    queue: mpsc::Sender<Queued>,
+}
+
+/// Writes that may wait for the committer at once; more wait to be queued.
+const QUEUE_DEPTH: usize = 4096;
+
 impl Registry {
-    /// Loads the store's state and tells `observer` about every service in it.
+    /// Loads the store's state, tells `observer` about every service in it,
+    /// and starts the committer task (so it must be called inside a tokio
+    /// runtime).
     pub async fn open(
         store: Arc<dyn Store>,
         observer: Arc<dyn Observer>,
     ) -> Result<Self, StoreError> {
         let state = store.load().await?;
-        let registry = Self {
+        let shared = Arc::new(Shared {
             store,
-            writer: tokio::sync::Mutex::new(()),
             index: AtomicU64::new(state.index),
             state: RwLock::new(state),
             observer,
-        };
-        for name in registry.service_names() {
-            if let Some(service) = registry.service(&name) {
-                registry
-                    .observer
-                    .service_changed(&service, registry.index());
-            }
+        });
+        let index = shared.index.load(Ordering::Acquire);
+        for service in shared.all_services() {
+            shared.observer.service_changed(&service, index);
         }
-        Ok(registry)
+        let (queue, receiver) = mpsc::channel(QUEUE_DEPTH);
+        tokio::spawn(committer::run(shared.clone(), receiver));
+        Ok(Self { shared, queue })
     }
 
     /// The index of the last change; never goes backwards.
     pub fn index(&self) -> u64 {
-        self.index.load(Ordering::Acquire)
+        self.shared.index.load(Ordering::Acquire)
     }
 
     /// The kind of store behind the registry.
     pub fn store_kind(&self) -> &'static str {
-        self.store.kind()
+        self.shared.store.kind()
+    }
+
+    async fn write(&self, write: Write) -> Result<Written, RegistryError> {
+        let (reply, answer) = oneshot::channel();
+        let stopped = || {
+            RegistryError::Store(StoreError::Unavailable(
+                "the registry is shutting down".into(),
+            ))
+        };
+        self.queue
+            .send(Queued { write, reply })
+            .await
+            .map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
     }
 
     /// Registers or replaces `id` of `service`. With `cas`, writes only if the
@@ -136,36 +166,16 @@ impl Registry {
         spec: InstanceSpec,
         cas: Option<u64>,
     ) -> Result<Instance, RegistryError> {
-        let _writer = self.writer.lock().await;
-        let existing = self.instance(service, id);
-        let actual = existing.as_ref().map_or(0, |i| i.modify_index);
-        if let Some(expected) = cas
-            && expected != actual
-        {
-            return Err(RegistryError::Conflict {
-                what: format!("instance {id} of {service}"),
-                expected,
-                actual,
-            });
+        let write = Write::PutInstance {
+            service: service.clone(),
+            id: id.clone(),
+            spec,
+            cas,
+        };
+        match self.write(write).await? {
+            Written::Instance(instance) => Ok(instance),
+            Written::Index(_) => unreachable!("a put answers with the instance"),
         }
-        if let Some(existing) = &existing
-            && existing.spec == spec
-        {
-            return Ok(existing.clone());
-        }
-        let index = self.index() + 1;
-        let create_index = existing.as_ref().map_or(index, |e| e.create_index);
-        let instance = spec.into_instance(id.clone(), create_index, index);
-        self.commit(
-            service,
-            Change::PutInstance {
-                service: service.clone(),
-                instance: instance.clone(),
-                index,
-            },
-        )
-        .await?;
-        Ok(instance)
     }
 
     /// Removes `id` of `service`; returns the index of the removal.
@@ -175,32 +185,12 @@ impl Registry {
         id: &InstanceId,
         cas: Option<u64>,
     ) -> Result<u64, RegistryError> {
-        let _writer = self.writer.lock().await;
-        let Some(existing) = self.instance(service, id) else {
-            return Err(RegistryError::NotFound(format!(
-                "instance {id} of service {service}"
-            )));
+        let write = Write::DeleteInstance {
+            service: service.clone(),
+            id: id.clone(),
+            cas,
         };
-        if let Some(expected) = cas
-            && expected != existing.modify_index
-        {
-            return Err(RegistryError::Conflict {
-                what: format!("instance {id} of {service}"),
-                expected,
-                actual: existing.modify_index,
-            });
-        }
-        let index = self.index() + 1;
-        self.commit(
-            service,
-            Change::DeleteInstance {
-                service: service.clone(),
-                id: id.clone(),
-                index,
-            },
-        )
-        .await?;
-        Ok(index)
+        self.write(write).await.map(Written::index)
     }
 
     /// Sets a service's settings; returns the index of the change (unchanged
@@ -210,76 +200,60 @@ impl Registry {
         service: &ServiceName,
         settings: ServiceSettings,
     ) -> Result<u64, RegistryError> {
-        let _writer = self.writer.lock().await;
-        if self.state.read().settings.get(service) == Some(&settings) {
-            return Ok(self.index());
-        }
-        let index = self.index() + 1;
-        self.commit(
-            service,
-            Change::PutSettings {
-                service: service.clone(),
-                settings,
-                index,
-            },
-        )
-        .await?;
-        Ok(index)
+        let write = Write::PutSettings {
+            service: service.clone(),
+            settings,
+        };
+        self.write(write).await.map(Written::index)
     }
 
-    /// Commits `change` to the store, then applies it, publishes the index and
-    /// tells the observer. Called with the writer lock held.
-    async fn commit(&self, service: &ServiceName, change: Change) -> Result<(), RegistryError> {
-        self.store.commit(std::slice::from_ref(&change)).await?;
-        let index = change.index();
-        self.state.write().apply(&change);
-        self.index.store(index, Ordering::Release);
-        let state = self.service(service).unwrap_or_else(|| gone(service));
-        self.observer.service_changed(&state, index);
-        Ok(())
+    /// Replaces everything with `backup` in one commit, keeping its
+    /// instances' indexes. Into an empty registry the index becomes the
+    /// backup's; over existing data (only with `replace`) it moves past both,
+    /// so it never goes backwards. Returns the new index.
+    pub async fn restore(&self, backup: StoredState, replace: bool) -> Result<u64, RegistryError> {
+        self.write(Write::Restore { backup, replace })
+            .await
+            .map(Written::index)
+    }
+
+    /// Everything, as of one index (for export).
+    pub fn export(&self) -> StoredState {
+        self.shared.state.read().clone()
     }
 
     /// One instance.
     pub fn instance(&self, service: &ServiceName, id: &InstanceId) -> Option<Instance> {
-        self.state.read().instances.get(service)?.get(id).cloned()
+        self.shared
+            .state
+            .read()
+            .instances
+            .get(service)?
+            .get(id)
+            .cloned()
     }
 
     /// One service's whole state, if it exists.
     pub fn service(&self, name: &ServiceName) -> Option<ServiceState> {
-        let state = self.state.read();
-        let service = ServiceState {
-            name: name.clone(),
-            settings: state.settings.get(name).cloned(),
-            instances: state
-                .instances
-                .get(name)
-                .map(|m| m.values().cloned().collect())
-                .unwrap_or_default(),
-        };
+        let service = service_state(&self.shared.state.read(), name);
         service.exists().then_some(service)
     }
 
     /// Names of every existing service, sorted.
     pub fn service_names(&self) -> Vec<ServiceName> {
-        let state = self.state.read();
-        let mut names: Vec<ServiceName> = state.instances.keys().cloned().collect();
-        names.extend(state.settings.keys().cloned());
-        names.sort();
-        names.dedup();
-        names
+        service_names(&self.shared.state.read())
     }
 
     /// A summary of every service, sorted by name.
     pub fn services(&self) -> Vec<ServiceSummary> {
-        let state = self.state.read();
-        let empty = BTreeMap::new();
-        self.service_names()
+        let state = self.shared.state.read();
+        service_names(&state)
             .into_iter()
             .map(|name| {
-                let instances = state.instances.get(&name).unwrap_or(&empty);
+                let instances = state.instances.get(&name);
                 ServiceSummary {
-                    instances: instances.len(),
-                    served: instances.values().filter(|i| i.is_served()).count(),
+                    instances: instances.map_or(0, |m| m.len()),
+                    served: instances.map_or(0, |m| m.values().filter(|i| i.is_served()).count()),
                     settings: state.settings.get(&name).cloned(),
                     name,
                 }
@@ -288,12 +262,36 @@ impl Registry {
     }
 }
 
-/// The state observers see for a service that no longer exists.
-fn gone(name: &ServiceName) -> ServiceState {
+impl Shared {
+    /// Every existing service's state.
+    fn all_services(&self) -> Vec<ServiceState> {
+        let state = self.state.read();
+        service_names(&state)
+            .iter()
+            .map(|name| service_state(&state, name))
+            .collect()
+    }
+}
+
+/// Names of every existing service in `state`, sorted.
+fn service_names(state: &StoredState) -> Vec<ServiceName> {
+    let mut names: Vec<ServiceName> = state.instances.keys().cloned().collect();
+    names.extend(state.settings.keys().cloned());
+    names.sort();
+    names.dedup();
+    names
+}
+
+/// The state of `name` in `state` (empty when it does not exist).
+fn service_state(state: &StoredState, name: &ServiceName) -> ServiceState {
     ServiceState {
         name: name.clone(),
-        settings: None,
-        instances: Vec::new(),
+        settings: state.settings.get(name).cloned(),
+        instances: state
+            .instances
+            .get(name)
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default(),
     }
 }
 

@@ -42,6 +42,11 @@ pub enum Change {
         /// The registry index of this change.
         index: u64,
     },
+    /// Replace everything (an import); `state.index` is the new index.
+    Restore {
+        /// The whole new state.
+        state: StoredState,
+    },
 }
 
 impl Change {
@@ -51,6 +56,7 @@ impl Change {
             Change::PutInstance { index, .. }
             | Change::DeleteInstance { index, .. }
             | Change::PutSettings { index, .. } => *index,
+            Change::Restore { state } => state.index,
         }
     }
 }
@@ -91,13 +97,14 @@ impl StoredState {
             } => {
                 self.settings.insert(service.clone(), settings.clone());
             }
+            Change::Restore { state } => *self = state.clone(),
         }
         self.index = self.index.max(change.index());
     }
 }
 
 /// A failure of the store; the change it was given was not applied.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     /// The store cannot be reached or written now; the caller may retry.
     #[error("store unavailable: {0}")]

@@ -1,0 +1,470 @@
+//! The registry's JSON form: one shape for instances and settings, used by
+//! the admin API, the disk store and exports, parsed field by field so that
+//! every rejection names its field. JSON is not HTTP: this module knows
+//! nothing of requests.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use serde_json::{Map, Value, json};
+
+use super::model::{
+    Cluster, Instance, InstanceId, InstanceSpec, LbPolicy, MAX_TAGS, MAX_TTL, Meta, ServiceName,
+    ServiceSettings, Status, Tag, ValidationError, format_duration, parse_duration,
+};
+use super::store::StoredState;
+
+/// Fields an instance spec has.
+pub const SPEC_FIELDS: &[&str] = &[
+    "address", "port", "weight", "priority", "tags", "meta", "cluster", "ttl", "status",
+];
+
+/// The fields of a JSON object, taken one at a time.
+pub struct Fields(Map<String, Value>);
+
+impl Fields {
+    /// The fields of `value`, which must be an object whose keys are all in
+    /// `known` (or in `also`).
+    pub fn of(value: Value, known: &[&str], also: &[&str]) -> Result<Self, ValidationError> {
+        let Value::Object(map) = value else {
+            return Err(ValidationError::new(
+                "",
+                format!("must be a JSON object, not {}", kind(&value)),
+            ));
+        };
+        if let Some(unknown) = map
+            .keys()
+            .find(|k| !known.contains(&k.as_str()) && !also.contains(&k.as_str()))
+        {
+            return Err(ValidationError::new(unknown.clone(), "unknown field"));
+        }
+        Ok(Self(map))
+    }
+
+    /// Removes and returns `name`, treating `null` as absent.
+    pub fn take(&mut self, name: &str) -> Option<Value> {
+        self.0.remove(name).filter(|v| !v.is_null())
+    }
+
+    /// A required string.
+    pub fn required_str(&mut self, name: &str) -> Result<String, ValidationError> {
+        self.str(name)?
+            .ok_or_else(|| ValidationError::new(name, "is required"))
+    }
+
+    /// An optional string.
+    pub fn str(&mut self, name: &str) -> Result<Option<String>, ValidationError> {
+        match self.take(name) {
+            None => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s)),
+            Some(other) => Err(ValidationError::new(
+                name,
+                format!("must be a string, not {}", kind(&other)),
+            )),
+        }
+    }
+
+    /// An optional integer in `min..=max`.
+    pub fn int(&mut self, name: &str, min: u64, max: u64) -> Result<Option<u64>, ValidationError> {
+        match self.take(name) {
+            None => Ok(None),
+            Some(Value::Number(n)) => match n.as_u64() {
+                Some(v) if (min..=max).contains(&v) => Ok(Some(v)),
+                _ => Err(ValidationError::new(
+                    name,
+                    format!("must be an integer from {min} to {max}, not {n}"),
+                )),
+            },
+            Some(other) => Err(ValidationError::new(
+                name,
+                format!("must be an integer, not {}", kind(&other)),
+            )),
+        }
+    }
+
+    /// An optional boolean.
+    pub fn bool(&mut self, name: &str) -> Result<Option<bool>, ValidationError> {
+        match self.take(name) {
+            None => Ok(None),
+            Some(Value::Bool(b)) => Ok(Some(b)),
+            Some(other) => Err(ValidationError::new(
+                name,
+                format!("must be true or false, not {}", kind(&other)),
+            )),
+        }
+    }
+
+    /// An optional array of strings.
+    pub fn strings(&mut self, name: &str) -> Result<Option<Vec<String>>, ValidationError> {
+        match self.take(name) {
+            None => Ok(None),
+            Some(Value::Array(items)) => items
+                .into_iter()
+                .enumerate()
+                .map(|(i, item)| match item {
+                    Value::String(s) => Ok(s),
+                    other => Err(ValidationError::new(
+                        format!("{name}[{i}]"),
+                        format!("must be a string, not {}", kind(&other)),
+                    )),
+                })
+                .collect::<Result<_, _>>()
+                .map(Some),
+            Some(other) => Err(ValidationError::new(
+                name,
+                format!("must be an array of strings, not {}", kind(&other)),
+            )),
+        }
+    }
+
+    /// An optional object of string values.
+    pub fn string_map(
+        &mut self,
+        name: &str,
+    ) -> Result<Option<Vec<(String, String)>>, ValidationError> {
+        match self.take(name) {
+            None => Ok(None),
+            Some(Value::Object(map)) => map
+                .into_iter()
+                .map(|(k, v)| match v {
+                    Value::String(s) => Ok((k, s)),
+                    other => Err(ValidationError::new(
+                        format!("{name}.{k}"),
+                        format!("must be a string, not {}", kind(&other)),
+                    )),
+                })
+                .collect::<Result<_, _>>()
+                .map(Some),
+            Some(other) => Err(ValidationError::new(
+                name,
+                format!("must be an object of strings, not {}", kind(&other)),
+            )),
+        }
+    }
+
+    /// An optional duration: a string like `5s`, or a number of seconds.
+    pub fn duration(&mut self, name: &str) -> Result<Option<std::time::Duration>, ValidationError> {
+        match self.take(name) {
+            None => Ok(None),
+            Some(Value::String(s)) => parse_duration(name, &s).map(Some),
+            Some(Value::Number(n)) => n
+                .as_u64()
+                .map(|secs| Some(std::time::Duration::from_secs(secs)))
+                .ok_or_else(|| {
+                    ValidationError::new(name, format!("{n} is not a whole number of seconds"))
+                }),
+            Some(other) => Err(ValidationError::new(
+                name,
+                format!("must be a duration like \"5s\", not {}", kind(&other)),
+            )),
+        }
+    }
+}
+
+fn kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// Parses the spec fields of `f`; an instance without `cluster` is in
+/// `default_cluster`.
+pub fn spec_from(
+    f: &mut Fields,
+    default_cluster: &Cluster,
+) -> Result<InstanceSpec, ValidationError> {
+    let address_text = f.required_str("address")?;
+    let address: IpAddr = address_text.trim().parse().map_err(|_| {
+        ValidationError::new(
+            "address",
+            format!("{address_text:?} is not an IPv4 or IPv6 address"),
+        )
+    })?;
+    if address.is_unspecified() || address.is_multicast() {
+        return Err(ValidationError::new(
+            "address",
+            format!("{address} cannot be connected to"),
+        ));
+    }
+    let port = f
+        .int("port", 1, 65535)?
+        .ok_or_else(|| ValidationError::new("port", "is required"))?;
+    let mut spec = InstanceSpec::new(address, port as u16);
+    spec.cluster = default_cluster.clone();
+    if let Some(weight) = f.int("weight", 1, 65535)? {
+        spec.weight = weight as u16;
+    }
+    if let Some(priority) = f.int("priority", 0, 65535)? {
+        spec.priority = priority as u16;
+    }
+    if let Some(tags) = f.strings("tags")? {
+        let mut parsed = tags
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                Tag::parse(t).map_err(|e| ValidationError::new(format!("tags[{i}]"), e.message))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        parsed.sort();
+        parsed.dedup();
+        if parsed.len() > MAX_TAGS {
+            return Err(ValidationError::new(
+                "tags",
+                format!("{} tags; at most {MAX_TAGS}", parsed.len()),
+            ));
+        }
+        spec.tags = parsed;
+    }
+    if let Some(meta) = f.string_map("meta")? {
+        spec.meta = Meta::parse(meta.into_iter().collect::<BTreeMap<_, _>>())?;
+    }
+    if let Some(cluster) = f.str("cluster")? {
+        spec.cluster = Cluster::parse(&cluster)?;
+    }
+    if let Some(ttl) = f.duration("ttl")? {
+        if ttl.subsec_nanos() != 0 || ttl > MAX_TTL {
+            return Err(ValidationError::new(
+                "ttl",
+                format!("must be whole seconds up to {}", format_duration(MAX_TTL)),
+            ));
+        }
+        spec.ttl = ttl;
+    }
+    if let Some(status) = f.str("status")? {
+        spec.status = Status::parse(&status)?;
+    }
+    Ok(spec)
+}
+
+/// An instance as JSON: its spec, its names and its indexes.
+pub fn instance_to_json(service: &ServiceName, instance: &Instance) -> Value {
+    let i = &instance.spec;
+    json!({
+        "service": service,
+        "id": instance.id,
+        "address": i.address.to_string(),
+        "port": i.port,
+        "weight": i.weight,
+        "priority": i.priority,
+        "tags": i.tags,
+        "meta": i.meta,
+        "cluster": i.cluster,
+        "ttl": format_duration(i.ttl),
+        "status": i.status,
+        "create_index": instance.create_index,
+        "modify_index": instance.modify_index,
+    })
+}
+
+/// Reads back what [`instance_to_json`] wrote, checking every field again.
+pub fn instance_from_json(value: Value) -> Result<(ServiceName, Instance), ValidationError> {
+    let mut f = Fields::of(
+        value,
+        SPEC_FIELDS,
+        &["service", "id", "create_index", "modify_index"],
+    )?;
+    let service = ServiceName::parse(&f.required_str("service")?)?;
+    let id = InstanceId::parse(&f.required_str("id")?)?;
+    let create_index = f
+        .int("create_index", 1, u64::MAX)?
+        .ok_or_else(|| ValidationError::new("create_index", "is required"))?;
+    let modify_index = f
+        .int("modify_index", create_index, u64::MAX)?
+        .ok_or_else(|| ValidationError::new("modify_index", "is required"))?;
+    let spec = spec_from(&mut f, &Cluster::default())?;
+    Ok((service, spec.into_instance(id, create_index, modify_index)))
+}
+
+/// Fields service settings have.
+pub const SETTINGS_FIELDS: &[&str] = &["lb", "failover", "fail_open"];
+
+/// Service settings as JSON.
+pub fn settings_to_json(settings: &ServiceSettings) -> Value {
+    json!({ "lb": settings.lb, "failover": settings.failover, "fail_open": settings.fail_open })
+}
+
+/// Parses service settings; fields left out keep their defaults.
+pub fn settings_from(f: &mut Fields) -> Result<ServiceSettings, ValidationError> {
+    let mut settings = ServiceSettings::default();
+    if let Some(lb) = f.str("lb")? {
+        settings.lb = LbPolicy::parse(&lb)?;
+    }
+    if let Some(failover) = f.strings("failover")? {
+        settings.failover = failover
+            .iter()
+            .enumerate()
+            .map(|(i, c)| Cluster::parse_field(&format!("failover[{i}]"), c))
+            .collect::<Result<_, _>>()?;
+    }
+    if let Some(fail_open) = f.bool("fail_open")? {
+        settings.fail_open = fail_open;
+    }
+    Ok(settings)
+}
+
+/// Names the export format, so an import knows what it reads.
+pub const EXPORT_FORMAT: &str = "signpost-export";
+/// Version of the export format.
+pub const EXPORT_VERSION: u64 = 1;
+
+/// Everything, as an export document.
+pub fn state_to_json(state: &StoredState) -> Value {
+    let mut names: Vec<&ServiceName> = state
+        .instances
+        .keys()
+        .chain(state.settings.keys())
+        .collect();
+    names.sort();
+    names.dedup();
+    let services: Vec<Value> = names
+        .into_iter()
+        .map(|name| {
+            let instances: Vec<Value> = state
+                .instances
+                .get(name)
+                .into_iter()
+                .flat_map(|m| m.values())
+                .map(|i| instance_to_json(name, i))
+                .collect();
+            json!({
+                "name": name,
+                "settings": state.settings.get(name).map(settings_to_json),
+                "instances": instances,
+            })
+        })
+        .collect();
+    json!({ "format": EXPORT_FORMAT, "version": EXPORT_VERSION, "index": state.index, "services": services })
+}
+
+/// Reads an export document back, checking everything; errors name the
+/// service and field (`services[2].instances[0].port`).
+pub fn state_from_json(value: Value) -> Result<StoredState, ValidationError> {
+    let mut f = Fields::of(value, &["format", "version", "index", "services"], &[])?;
+    if f.str("format")?.as_deref() != Some(EXPORT_FORMAT) {
+        return Err(ValidationError::new(
+            "format",
+            format!("must be {EXPORT_FORMAT:?}"),
+        ));
+    }
+    let version = f.int("version", 0, u64::MAX)?.unwrap_or(0);
+    if version != EXPORT_VERSION {
+        return Err(ValidationError::new(
+            "version",
+            format!("{version} is not a version this signpost reads ({EXPORT_VERSION})"),
+        ));
+    }
+    let mut state = StoredState {
+        index: f.int("index", 0, u64::MAX)?.unwrap_or(0),
+        ..StoredState::default()
+    };
+    let services = match f.take("services") {
+        None => Vec::new(),
+        Some(Value::Array(items)) => items,
+        Some(other) => {
+            return Err(ValidationError::new(
+                "services",
+                format!("must be an array, not {}", kind(&other)),
+            ));
+        }
+    };
+    for (n, service) in services.into_iter().enumerate() {
+        let at = |e: ValidationError| {
+            ValidationError::new(format!("services[{n}].{}", e.field), e.message)
+        };
+        let mut s = Fields::of(service, &["name", "settings", "instances"], &[]).map_err(at)?;
+        let name = ServiceName::parse(&s.required_str("name").map_err(at)?).map_err(at)?;
+        if let Some(settings) = s.take("settings") {
+            let mut sf = Fields::of(settings, SETTINGS_FIELDS, &[]).map_err(at)?;
+            state
+                .settings
+                .insert(name.clone(), settings_from(&mut sf).map_err(at)?);
+        }
+        let instances = match s.take("instances") {
+            None => Vec::new(),
+            Some(Value::Array(items)) => items,
+            Some(other) => {
+                return Err(at(ValidationError::new(
+                    "instances",
+                    format!("must be an array, not {}", kind(&other)),
+                )));
+            }
+        };
+        for (m, value) in instances.into_iter().enumerate() {
+            let at = |e: ValidationError| {
+                ValidationError::new(
+                    format!("services[{n}].instances[{m}].{}", e.field),
+                    e.message,
+                )
+            };
+            let (service, instance) = instance_from_json(value).map_err(at)?;
+            if service != name {
+                return Err(at(ValidationError::new(
+                    "service",
+                    format!("{service} is listed under {name}"),
+                )));
+            }
+            state.index = state.index.max(instance.modify_index);
+            state
+                .instances
+                .entry(name.clone())
+                .or_default()
+                .insert(instance.id.clone(), instance);
+        }
+    }
+    Ok(state)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> StoredState {
+        let mut state = StoredState::default();
+        let web = ServiceName::parse("web").unwrap();
+        let mut spec = InstanceSpec::new("2001:db8::1".parse().unwrap(), 443);
+        spec.tags = vec![Tag::parse("v2").unwrap()];
+        spec.meta = Meta::parse([("k".to_string(), "v=w".to_string())].into()).unwrap();
+        spec.status = Status::OutOfService;
+        spec.ttl = std::time::Duration::from_secs(30);
+        let instance = spec.into_instance(InstanceId::parse("w1").unwrap(), 3, 7);
+        state
+            .instances
+            .entry(web.clone())
+            .or_default()
+            .insert(instance.id.clone(), instance);
+        let settings = ServiceSettings {
+            lb: LbPolicy::Hash,
+            failover: vec![Cluster::parse("dc2").unwrap()],
+            fail_open: true,
+        };
+        state
+            .settings
+            .insert(ServiceName::parse("api").unwrap(), settings);
+        state.index = 9;
+        state
+    }
+
+    #[test]
+    fn exports_read_back_to_the_same_state() {
+        let state = sample();
+        assert_eq!(state_from_json(state_to_json(&state)).unwrap(), state);
+    }
+
+    #[test]
+    fn a_bad_export_names_the_place() {
+        let mut doc = state_to_json(&sample());
+        doc["services"][1]["instances"][0]["port"] = json!(0);
+        assert_eq!(
+            state_from_json(doc).unwrap_err().field,
+            "services[1].instances[0].port"
+        );
+        let mut doc = state_to_json(&sample());
+        doc["version"] = json!(2);
+        assert_eq!(state_from_json(doc).unwrap_err().field, "version");
+    }
+}

@@ -1,0 +1,296 @@
+//! The write path: one task that turns queued writes into grouped commits.
+//!
+//! Each round takes every write waiting (up to a bound), checks each against
+//! the committed state plus the writes before it in the same round, numbers
+//! the accepted ones, commits them to the store in one transaction, and
+//! only after the store has returned applies them, tells the observer, and
+//! answers the writers. If the commit fails, every write of the round is
+//! answered with the error and nothing changes.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use tokio::sync::{mpsc, oneshot};
+
+use super::model::{Instance, InstanceId, InstanceSpec, ServiceName, ServiceSettings};
+use super::store::{Change, StoredState};
+use super::{RegistryError, Shared, service_names, service_state};
+
+/// Most writes in one commit: bounds the latency of the first one in it.
+const MAX_BATCH: usize = 1024;
+
+/// A write, as asked for.
+pub(super) enum Write {
+    PutInstance {
+        service: ServiceName,
+        id: InstanceId,
+        spec: InstanceSpec,
+        cas: Option<u64>,
+    },
+    DeleteInstance {
+        service: ServiceName,
+        id: InstanceId,
+        cas: Option<u64>,
+    },
+    PutSettings {
+        service: ServiceName,
+        settings: ServiceSettings,
+    },
+    Restore {
+        backup: StoredState,
+        replace: bool,
+    },
+}
+
+/// What a write answers with.
+pub(super) enum Written {
+    /// The instance as stored.
+    Instance(Instance),
+    /// The index the write created (or the current one, for a no-op).
+    Index(u64),
+}
+
+impl Written {
+    pub(super) fn index(self) -> u64 {
+        match self {
+            Written::Instance(instance) => instance.modify_index,
+            Written::Index(index) => index,
+        }
+    }
+}
+
+/// A write and where its answer goes.
+pub(super) struct Queued {
+    pub(super) write: Write,
+    pub(super) reply: oneshot::Sender<Result<Written, RegistryError>>,
+}
+
+/// Runs until every `Registry` handle is gone.
+pub(super) async fn run(shared: Arc<Shared>, mut queue: mpsc::Receiver<Queued>) {
+    let mut carried: Option<Queued> = None;
+    loop {
+        let first = match carried.take() {
+            Some(first) => first,
+            None => match queue.recv().await {
+                Some(first) => first,
+                None => return,
+            },
+        };
+        let mut batch = vec![first];
+        // A restore replaces everything, so it is committed on its own.
+        if !matches!(batch[0].write, Write::Restore { .. }) {
+            while batch.len() < MAX_BATCH {
+                match queue.try_recv() {
+                    Ok(next) if matches!(next.write, Write::Restore { .. }) => {
+                        carried = Some(next);
+                        break;
+                    }
+                    Ok(next) => batch.push(next),
+                    Err(_) => break,
+                }
+            }
+        }
+        commit_batch(&shared, batch).await;
+    }
+}
+
+/// The committed state plus the changes accepted so far in this round.
+struct Plan<'s> {
+    state: &'s StoredState,
+    index: u64,
+    instances: HashMap<(ServiceName, InstanceId), Option<Instance>>,
+    settings: HashMap<ServiceName, ServiceSettings>,
+    changes: Vec<Change>,
+}
+
+impl<'s> Plan<'s> {
+    fn new(state: &'s StoredState, index: u64) -> Self {
+        Self {
+            state,
+            index,
+            instances: HashMap::new(),
+            settings: HashMap::new(),
+            changes: Vec::new(),
+        }
+    }
+
+    fn instance(&self, service: &ServiceName, id: &InstanceId) -> Option<Instance> {
+        match self.instances.get(&(service.clone(), id.clone())) {
+            Some(planned) => planned.clone(),
+            None => self.state.instances.get(service)?.get(id).cloned(),
+        }
+    }
+
+    fn next_index(&mut self) -> u64 {
+        self.index += 1;
+        self.index
+    }
+
+    /// Checks `write` and, if it changes anything, plans its change.
+    fn plan(&mut self, write: Write) -> Result<Written, RegistryError> {
+        match write {
+            Write::PutInstance {
+                service,
+                id,
+                spec,
+                cas,
+            } => {
+                let existing = self.instance(&service, &id);
+                check_cas(cas, existing.as_ref(), &service, &id)?;
+                if let Some(existing) = existing.as_ref().filter(|e| e.spec == spec) {
+                    return Ok(Written::Instance(existing.clone()));
+                }
+                let index = self.next_index();
+                let create_index = existing.as_ref().map_or(index, |e| e.create_index);
+                let instance = spec.into_instance(id.clone(), create_index, index);
+                self.instances
+                    .insert((service.clone(), id), Some(instance.clone()));
+                self.changes.push(Change::PutInstance {
+                    service,
+                    instance: instance.clone(),
+                    index,
+                });
+                Ok(Written::Instance(instance))
+            }
+            Write::DeleteInstance { service, id, cas } => {
+                let Some(existing) = self.instance(&service, &id) else {
+                    return Err(RegistryError::NotFound(format!(
+                        "instance {id} of service {service}"
+                    )));
+                };
+                check_cas(cas, Some(&existing), &service, &id)?;
+                let index = self.next_index();
+                self.instances.insert((service.clone(), id.clone()), None);
+                self.changes
+                    .push(Change::DeleteInstance { service, id, index });
+                Ok(Written::Index(index))
+            }
+            Write::PutSettings { service, settings } => {
+                let current = self
+                    .settings
+                    .get(&service)
+                    .or_else(|| self.state.settings.get(&service));
+                if current == Some(&settings) {
+                    return Ok(Written::Index(self.index));
+                }
+                let index = self.next_index();
+                self.settings.insert(service.clone(), settings.clone());
+                self.changes.push(Change::PutSettings {
+                    service,
+                    settings,
+                    index,
+                });
+                Ok(Written::Index(index))
+            }
+            Write::Restore {
+                mut backup,
+                replace,
+            } => {
+                let empty = self.state.instances.is_empty() && self.state.settings.is_empty();
+                if !empty && !replace {
+                    return Err(RegistryError::Conflict {
+                        what: "the registry (it is not empty; import with replace to overwrite it)"
+                            .into(),
+                        expected: 0,
+                        actual: self.index,
+                    });
+                }
+                let floor = backup
+                    .instances
+                    .values()
+                    .flat_map(|m| m.values())
+                    .map(|i| i.modify_index)
+                    .max();
+                backup.index = backup.index.max(floor.unwrap_or(0));
+                if self.index > 0 {
+                    backup.index = backup.index.max(self.index) + 1;
+                }
+                self.index = backup.index;
+                self.changes.push(Change::Restore { state: backup });
+                Ok(Written::Index(self.index))
+            }
+        }
+    }
+}
+
+fn check_cas(
+    cas: Option<u64>,
+    existing: Option<&Instance>,
+    service: &ServiceName,
+    id: &InstanceId,
+) -> Result<(), RegistryError> {
+    let actual = existing.map_or(0, |i| i.modify_index);
+    match cas {
+        Some(expected) if expected != actual => Err(RegistryError::Conflict {
+            what: format!("instance {id} of {service}"),
+            expected,
+            actual,
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// The services a change touches.
+fn touched(change: &Change, before: &StoredState, out: &mut BTreeSet<ServiceName>) {
+    match change {
+        Change::PutInstance { service, .. }
+        | Change::DeleteInstance { service, .. }
+        | Change::PutSettings { service, .. } => {
+            out.insert(service.clone());
+        }
+        Change::Restore { state } => {
+            out.extend(service_names(before));
+            out.extend(service_names(state));
+        }
+    }
+}
+
+async fn commit_batch(shared: &Shared, batch: Vec<Queued>) {
+    let mut accepted = Vec::with_capacity(batch.len());
+    let changes = {
+        let state = shared.state.read();
+        let mut plan = Plan::new(&state, shared.index.load(Ordering::Acquire));
+        for Queued { write, reply } in batch {
+            match plan.plan(write) {
+                Ok(written) => accepted.push((reply, written)),
+                Err(error) => {
+                    let _ = reply.send(Err(error));
+                }
+            }
+        }
+        plan.changes
+    };
+    if !changes.is_empty() {
+        if let Err(error) = shared.store.commit(&changes).await {
+            tracing::warn!(%error, writes = accepted.len(), "commit failed; nothing was changed");
+            for (reply, _) in accepted {
+                let _ = reply.send(Err(RegistryError::Store(error.clone())));
+            }
+            return;
+        }
+        let mut services = BTreeSet::new();
+        {
+            let mut state = shared.state.write();
+            for change in &changes {
+                touched(change, &state, &mut services);
+                state.apply(change);
+            }
+            shared.index.store(state.index, Ordering::Release);
+        }
+        let index = shared.index.load(Ordering::Acquire);
+        let states: Vec<_> = {
+            let state = shared.state.read();
+            services
+                .iter()
+                .map(|name| service_state(&state, name))
+                .collect()
+        };
+        for service in &states {
+            shared.observer.service_changed(service, index);
+        }
+    }
+    for (reply, written) in accepted {
+        let _ = reply.send(Ok(written));
+    }
+}
