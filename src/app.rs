@@ -8,14 +8,15 @@ use std::sync::Arc;
 
 use hickory_proto::rr::Name;
 
-use crate::config::ServeArgs;
+use crate::config::{ServeArgs, StoreKind};
 use crate::dns::handler::{DnsHandler, QueryRng, Zones};
 use crate::dns::registry_zone::{RegistryZone, RegistryZoneConfig};
 use crate::dns::zones::{self, ZoneError};
 use crate::projection::{Projection, ProjectionConfig};
 use crate::registry::Registry;
 use crate::registry::model::Cluster;
-use crate::registry::store::{MemoryStore, StoreError};
+use crate::registry::store::redb::{DataDirError, RedbStore};
+use crate::registry::store::{MemoryStore, Store, StoreError};
 
 /// Why the server could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -31,6 +32,9 @@ pub enum AppError {
     /// A zone file could not be served.
     #[error("zone file {0}")]
     Zone(#[from] ZoneError),
+    /// The data directory cannot be used.
+    #[error(transparent)]
+    DataDir(#[from] DataDirError),
     /// The store could not be loaded.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -81,8 +85,20 @@ pub async fn serve(
         domain: domain.clone(),
         cluster: cluster.as_str().to_string(),
     }));
-    let store = Arc::new(MemoryStore::new());
+    let store: Arc<dyn Store> = match args.store {
+        StoreKind::Embedded => Arc::new(RedbStore::open(&args.data_dir)?),
+        StoreKind::Memory => Arc::new(MemoryStore::new()),
+    };
+    // Everything stored is loaded and projected before any port opens.
+    let started = std::time::Instant::now();
     let registry = Arc::new(Registry::open(store, projection.clone()).await?);
+    tracing::info!(
+        store = registry.store_kind(),
+        index = registry.index(),
+        services = registry.service_names().len(),
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "registry loaded"
+    );
 
     let ns_addresses = if !args.ns_addresses.is_empty() {
         args.ns_addresses.clone()

@@ -5,7 +5,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// Default DNS address (UDP and TCP).
 pub const DEFAULT_DNS_ADDR: &str = "127.0.0.1:8600";
@@ -61,9 +61,24 @@ pub struct ServeArgs {
     /// the DNS address when it is not a wildcard.
     #[arg(long = "ns-address")]
     pub ns_addresses: Vec<IpAddr>,
+    /// Where the registry keeps its state.
+    #[arg(long, value_enum, default_value = "embedded", env = "SIGNPOST_STORE")]
+    pub store: StoreKind,
+    /// Directory of the embedded store (created if missing).
+    #[arg(long, default_value = "data", env = "SIGNPOST_DATA_DIR")]
+    pub data_dir: PathBuf,
     /// Seed for answer ordering, for reproducible tests. Random by default.
     #[arg(long, hide = true, env = "SIGNPOST_SEED")]
     pub seed: Option<u64>,
+}
+
+/// The registry's store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StoreKind {
+    /// One file in --data-dir; every acknowledged write survives a crash.
+    Embedded,
+    /// Memory only: for tests and throwaway use; nothing survives the process.
+    Memory,
 }
 
 /// Where the client commands find the admin API.

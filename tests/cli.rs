@@ -155,6 +155,8 @@ fn invalid_settings_stop_start_up_with_a_reason() {
             &taken.dns.to_string(),
             "--http-addr",
             "127.0.0.1:0",
+            "--store",
+            "memory",
         ])
         .output()
         .unwrap();

@@ -142,18 +142,22 @@ fn rand_suffix() -> u64 {
     N.fetch_add(1, Ordering::Relaxed)
 }
 
-/// `signpost serve` on free ports with `extra` flags, not yet started.
+/// `signpost serve` on free ports with `extra` flags, not yet started; with
+/// a data directory of its own unless `extra` names one.
 pub fn serve_command(extra: &[&str]) -> Command {
     let mut command = Command::new(binary());
-    command
-        .args([
-            "serve",
-            "--dns-addr",
-            "127.0.0.1:0",
-            "--http-addr",
-            "127.0.0.1:0",
-        ])
-        .args(extra);
+    command.args([
+        "serve",
+        "--dns-addr",
+        "127.0.0.1:0",
+        "--http-addr",
+        "127.0.0.1:0",
+    ]);
+    if !extra.contains(&"--data-dir") {
+        let dir = scratch(&format!("data-{}", rand_suffix()));
+        command.arg("--data-dir").arg(dir);
+    }
+    command.args(extra);
     command
 }
 

@@ -5,6 +5,8 @@
 //! durable makes every acknowledged write durable. Stores know nothing of the
 //! registry's rules (validation, indexes); they keep what they are given.
 
+pub mod redb;
+
 use std::collections::BTreeMap;
 
 use parking_lot::Mutex;
@@ -109,6 +111,9 @@ pub enum StoreError {
     /// The store cannot be reached or written now; the caller may retry.
     #[error("store unavailable: {0}")]
     Unavailable(String),
+    /// What the store holds does not read back as valid state.
+    #[error("stored data is damaged: {0}")]
+    Corrupt(String),
 }
 
 /// The durable home of the registry's state.
