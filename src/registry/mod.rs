@@ -404,4 +404,130 @@ mod tests {
         assert_eq!(reopened.service(&web).unwrap().instances.len(), 3);
         assert_eq!(seen2.0.lock().len(), 1);
     }
+
+    /// A memory store that counts commits, takes a while for each (so writes
+    /// pile up behind it), and fails on demand.
+    #[derive(Default)]
+    struct Slow {
+        inner: MemoryStore,
+        commits: std::sync::atomic::AtomicUsize,
+        fail: std::sync::atomic::AtomicBool,
+    }
+
+    #[async_trait::async_trait]
+    impl Store for Slow {
+        async fn load(&self) -> Result<StoredState, StoreError> {
+            self.inner.load().await
+        }
+        async fn commit(&self, changes: &[store::Change]) -> Result<(), StoreError> {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            if self.fail.load(Ordering::SeqCst) {
+                return Err(StoreError::Unavailable("disk on fire".into()));
+            }
+            self.commits.fetch_add(1, Ordering::SeqCst);
+            self.inner.commit(changes).await
+        }
+        fn kind(&self) -> &'static str {
+            "slow"
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_writes_share_commits() {
+        let store = Arc::new(Slow::default());
+        let registry = Arc::new(
+            Registry::open(store.clone(), Arc::new(Seen::default()))
+                .await
+                .unwrap(),
+        );
+        let web = ServiceName::parse("web").unwrap();
+        let writes: Vec<_> = (0..64)
+            .map(|n| {
+                let (registry, web) = (registry.clone(), web.clone());
+                tokio::spawn(async move {
+                    let id = InstanceId::parse(&format!("w{n}")).unwrap();
+                    registry
+                        .put_instance(&web, &id, spec(80), None)
+                        .await
+                        .unwrap()
+                })
+            })
+            .collect();
+        let mut indexes = Vec::new();
+        for write in writes {
+            indexes.push(write.await.unwrap().modify_index);
+        }
+        indexes.sort();
+        assert_eq!(
+            indexes,
+            (1..=64).collect::<Vec<_>>(),
+            "one index each, none lost"
+        );
+        let commits = store.commits.load(Ordering::SeqCst);
+        assert!(commits < 16, "64 writes took {commits} commits");
+        // What was acknowledged is what the store holds.
+        assert_eq!(store.inner.load().await.unwrap().instances[&web].len(), 64);
+    }
+
+    #[tokio::test]
+    async fn a_failed_commit_changes_nothing() {
+        let store = Arc::new(Slow::default());
+        let seen = Arc::new(Seen::default());
+        let registry = Registry::open(store.clone(), seen.clone()).await.unwrap();
+        let web = ServiceName::parse("web").unwrap();
+        let id = InstanceId::parse("w1").unwrap();
+        store.fail.store(true, Ordering::SeqCst);
+        let err = registry
+            .put_instance(&web, &id, spec(80), None)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, RegistryError::Store(_)), "{err}");
+        assert_eq!(registry.index(), 0);
+        assert!(registry.instance(&web, &id).is_none());
+        assert!(seen.0.lock().is_empty(), "nothing published");
+        store.fail.store(false, Ordering::SeqCst);
+        assert_eq!(
+            registry
+                .put_instance(&web, &id, spec(80), None)
+                .await
+                .unwrap()
+                .modify_index,
+            1
+        );
+    }
+
+    #[tokio::test]
+    async fn restore_keeps_or_advances_the_index() {
+        let (registry, _) = open().await;
+        let web = ServiceName::parse("web").unwrap();
+        let mut backup = StoredState::default();
+        let instance = spec(80).into_instance(InstanceId::parse("w1").unwrap(), 3, 17);
+        backup
+            .instances
+            .entry(web.clone())
+            .or_default()
+            .insert(instance.id.clone(), instance);
+        backup.index = 20;
+        assert_eq!(
+            registry.restore(backup.clone(), false).await.unwrap(),
+            20,
+            "into an empty registry"
+        );
+        assert_eq!(
+            registry
+                .instance(&web, &InstanceId::parse("w1").unwrap())
+                .unwrap()
+                .modify_index,
+            17
+        );
+        assert!(matches!(
+            registry.restore(backup.clone(), false).await,
+            Err(RegistryError::Conflict { .. })
+        ));
+        assert_eq!(
+            registry.restore(backup, true).await.unwrap(),
+            21,
+            "never backwards"
+        );
+    }
 }

@@ -162,3 +162,153 @@ impl Store for MemoryStore {
         "memory"
     }
 }
+
+/// One battery of tests, run against every store.
+#[cfg(test)]
+pub(crate) mod battery {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::registry::model::{Cluster, InstanceSpec, LbPolicy, Meta, Status, Tag};
+
+    fn instance(id: &str, port: u16, index: u64) -> Instance {
+        let mut spec = InstanceSpec::new("10.0.0.5".parse().unwrap(), port);
+        spec.weight = 7;
+        spec.priority = 3;
+        spec.tags = vec![Tag::parse("v2").unwrap()];
+        spec.meta = Meta::parse([("version".to_string(), "1.4".to_string())].into()).unwrap();
+        spec.cluster = Cluster::parse("dc2").unwrap();
+        spec.ttl = Duration::from_secs(30);
+        spec.status = Status::OutOfService;
+        spec.into_instance(InstanceId::parse(id).unwrap(), 1, index)
+    }
+
+    fn put(service: &str, instance: Instance) -> Change {
+        let index = instance.modify_index;
+        Change::PutInstance {
+            service: ServiceName::parse(service).unwrap(),
+            instance,
+            index,
+        }
+    }
+
+    /// `open` gives a handle on the same storage each time; the battery
+    /// drops each handle before asking for the next.
+    pub(crate) async fn run(open: impl Fn() -> Arc<dyn Store>) {
+        let web = ServiceName::parse("web").unwrap();
+        {
+            let store = open();
+            assert_eq!(
+                store.load().await.unwrap(),
+                StoredState::default(),
+                "{} starts empty",
+                store.kind()
+            );
+            // One commit of several changes, applied in order.
+            let changes = [
+                put("web", instance("a", 1, 1)),
+                put("web", instance("b", 2, 2)),
+                put("api", instance("x", 3, 3)),
+                Change::DeleteInstance {
+                    service: web.clone(),
+                    id: InstanceId::parse("b").unwrap(),
+                    index: 4,
+                },
+                Change::PutSettings {
+                    service: web.clone(),
+                    settings: ServiceSettings {
+                        lb: LbPolicy::RoundRobin,
+                        failover: vec![Cluster::parse("dc3").unwrap()],
+                        fail_open: true,
+                    },
+                    index: 5,
+                },
+            ];
+            store.commit(&changes).await.unwrap();
+        }
+        let expected = {
+            let mut s = StoredState::default();
+            for change in [
+                put("web", instance("a", 1, 1)),
+                put("web", instance("b", 2, 2)),
+                put("api", instance("x", 3, 3)),
+            ] {
+                s.apply(&change);
+            }
+            s.apply(&Change::DeleteInstance {
+                service: web.clone(),
+                id: InstanceId::parse("b").unwrap(),
+                index: 4,
+            });
+            s.apply(&Change::PutSettings {
+                service: web.clone(),
+                settings: ServiceSettings {
+                    lb: LbPolicy::RoundRobin,
+                    failover: vec![Cluster::parse("dc3").unwrap()],
+                    fail_open: true,
+                },
+                index: 5,
+            });
+            s
+        };
+        {
+            let store = open();
+            let loaded = store.load().await.unwrap();
+            assert_eq!(loaded, expected, "{} reads back every field", store.kind());
+            assert_eq!(loaded.index, 5);
+            // Replacing one instance keeps the others.
+            store
+                .commit(&[put("web", instance("a", 9, 6))])
+                .await
+                .unwrap();
+        }
+        {
+            let store = open();
+            let loaded = store.load().await.unwrap();
+            assert_eq!(
+                loaded.instances[&web][&InstanceId::parse("a").unwrap()]
+                    .spec
+                    .port,
+                9
+            );
+            assert_eq!(loaded.instances.len(), 2);
+            // A restore replaces everything, index included.
+            let mut restored = StoredState::default();
+            restored.apply(&put("db", instance("d", 5, 40)));
+            restored.index = 42;
+            store
+                .commit(&[Change::Restore {
+                    state: restored.clone(),
+                }])
+                .await
+                .unwrap();
+        }
+        let store = open();
+        let loaded = store.load().await.unwrap();
+        assert_eq!(loaded.index, 42);
+        assert_eq!(
+            loaded
+                .instances
+                .keys()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>(),
+            ["db"]
+        );
+        assert!(loaded.settings.is_empty());
+    }
+
+    #[tokio::test]
+    async fn memory_store() {
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        run(|| store.clone()).await;
+    }
+
+    #[tokio::test]
+    async fn redb_store() {
+        let dir = std::env::temp_dir().join(format!("signpost-battery-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        run(|| Arc::new(super::redb::RedbStore::open(&dir).unwrap()) as Arc<dyn Store>).await;
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

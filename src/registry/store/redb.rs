@@ -146,6 +146,12 @@ impl RedbStore {
             redb::DatabaseError::DatabaseAlreadyOpen => DataDirError::Locked {
                 path: dir.to_owned(),
             },
+            // redb says "not a redb database" as an InvalidData I/O error.
+            redb::DatabaseError::Storage(redb::StorageError::Io(source))
+                if source.kind() == std::io::ErrorKind::InvalidData =>
+            {
+                corrupt(source.to_string())
+            }
             redb::DatabaseError::Storage(redb::StorageError::Io(source)) => DataDirError::Io {
                 path: path.clone(),
                 source,
@@ -333,5 +339,98 @@ impl Store for RedbStore {
 
     fn kind(&self) -> &'static str {
         "redb"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("signpost-redb-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        dir
+    }
+
+    #[test]
+    fn a_directory_in_use_is_refused() {
+        let d = dir("locked");
+        let first = RedbStore::open(&d).unwrap();
+        let err = RedbStore::open(&d).unwrap_err();
+        assert!(matches!(err, DataDirError::Locked { .. }), "{err}");
+        assert!(err.to_string().contains(&d.display().to_string()));
+        drop(first);
+        RedbStore::open(&d).expect("the lock goes with the store");
+    }
+
+    #[test]
+    fn an_unreadable_place_is_refused() {
+        let d = dir("unreadable");
+        std::fs::create_dir_all(d.join(DB_FILE)).unwrap();
+        let err = RedbStore::open(&d).unwrap_err();
+        assert!(matches!(err, DataDirError::Io { .. }), "{err}");
+        assert!(err.to_string().contains(DB_FILE), "{err}");
+        let file = dir("not-a-dir");
+        std::fs::write(&file, b"x").unwrap();
+        assert!(matches!(
+            RedbStore::open(&file).unwrap_err(),
+            DataDirError::Io { .. }
+        ));
+    }
+
+    #[test]
+    fn a_newer_format_is_refused() {
+        let d = dir("newer");
+        drop(RedbStore::open(&d).unwrap());
+        let db = Database::open(d.join(DB_FILE)).unwrap();
+        let txn = db.begin_write().unwrap();
+        txn.open_table(META)
+            .unwrap()
+            .insert("format_version", FORMAT_VERSION + 1)
+            .unwrap();
+        txn.commit().unwrap();
+        drop(db);
+        let err = RedbStore::open(&d).unwrap_err();
+        assert!(
+            matches!(err, DataDirError::TooNew { found, .. } if found == FORMAT_VERSION + 1),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_damaged_file_is_refused_not_replaced() {
+        let d = dir("garbage");
+        std::fs::create_dir_all(&d).unwrap();
+        let garbage: Vec<u8> = (0..65536u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
+        std::fs::write(d.join(DB_FILE), &garbage).unwrap();
+        let err = RedbStore::open(&d).unwrap_err();
+        assert!(matches!(err, DataDirError::Corrupt { .. }), "{err}");
+        assert_eq!(
+            std::fs::read(d.join(DB_FILE)).unwrap(),
+            garbage,
+            "left as it was"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_damaged_record_fails_the_load_naming_it() {
+        let d = dir("record");
+        drop(RedbStore::open(&d).unwrap());
+        let db = Database::open(d.join(DB_FILE)).unwrap();
+        let txn = db.begin_write().unwrap();
+        txn.open_table(INSTANCES)
+            .unwrap()
+            .insert(("web", "w1"), br#"{"port": 0}"#.as_slice())
+            .unwrap();
+        txn.commit().unwrap();
+        drop(db);
+        let store = RedbStore::open(&d).unwrap();
+        let err = store.load().await.unwrap_err();
+        assert!(
+            matches!(&err, StoreError::Corrupt(m) if m.contains("instance w1 of web")),
+            "{err}"
+        );
     }
 }
