@@ -2,7 +2,13 @@
 
 use serde_json::{Map, Value, json};
 
-use crate::config::{DeregisterArgs, ListArgs, RegisterArgs};
+use std::io::{Read, Write};
+use std::sync::Arc;
+
+use crate::config::{DeregisterArgs, ExportArgs, ImportArgs, ListArgs, RegisterArgs};
+use crate::registry::codec::{state_from_json, state_to_json};
+use crate::registry::store::redb::{DataDirError, RedbStore};
+use crate::registry::{Observer, Registry, RegistryError, ServiceState};
 
 /// Why a client command failed.
 #[derive(Debug, thiserror::Error)]
@@ -15,6 +21,23 @@ pub enum ClientError {
         /// The innermost cause (connection refused, timed out, ...).
         cause: String,
     },
+    /// A file could not be read or written.
+    #[error("{path}: {source}")]
+    File {
+        /// The file.
+        path: String,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+    /// The export is not valid.
+    #[error("{0}")]
+    BadExport(String),
+    /// The data directory cannot be used.
+    #[error(transparent)]
+    DataDir(#[from] DataDirError),
+    /// The registry refused the import.
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
     /// The API refused the request.
     #[error("{status}: {message}")]
     Refused {
@@ -203,6 +226,92 @@ pub async fn list(args: ListArgs) -> Result<(), ClientError> {
         }
     }
     println!("index {}", reply["index"]);
+    Ok(())
+}
+
+/// An observer for offline work on a data directory: nothing listens.
+struct Offline;
+
+impl Observer for Offline {
+    fn service_changed(&self, _: &ServiceState, _: u64) {}
+}
+
+/// `signpost export`.
+pub async fn export(args: ExportArgs) -> Result<(), ClientError> {
+    let doc = match &args.target.data_dir {
+        Some(dir) => {
+            let store = Arc::new(RedbStore::open(dir)?);
+            let registry = Registry::open(store, Arc::new(Offline))
+                .await
+                .map_err(RegistryError::from)?;
+            state_to_json(&registry.export())
+        }
+        None => call(reqwest::Method::GET, &args.target.api, "/v1/export", None).await?,
+    };
+    let text = serde_json::to_string_pretty(&doc).unwrap_or_default() + "\n";
+    match &args.output {
+        Some(path) => std::fs::write(path, text).map_err(|source| ClientError::File {
+            path: path.display().to_string(),
+            source,
+        })?,
+        None => std::io::stdout()
+            .write_all(text.as_bytes())
+            .map_err(|source| ClientError::File {
+                path: "standard output".into(),
+                source,
+            })?,
+    }
+    let index = &doc["index"];
+    let instances: usize = doc["services"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|s| s["instances"].as_array().map_or(0, Vec::len))
+        .sum();
+    eprintln!("exported {instances} instances at index {index}");
+    Ok(())
+}
+
+/// `signpost import`.
+pub async fn import(args: ImportArgs) -> Result<(), ClientError> {
+    let path = args.file.display().to_string();
+    let file_error = |source| ClientError::File {
+        path: path.clone(),
+        source,
+    };
+    let mut text = String::new();
+    if path == "-" {
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .map_err(file_error)?;
+    } else {
+        text = std::fs::read_to_string(&args.file).map_err(file_error)?;
+    }
+    let doc: Value = serde_json::from_str(&text)
+        .map_err(|e| ClientError::BadExport(format!("{path}: not JSON: {e}")))?;
+    let index = match &args.target.data_dir {
+        Some(dir) => {
+            let backup =
+                state_from_json(doc).map_err(|e| ClientError::BadExport(format!("{path}: {e}")))?;
+            let store = Arc::new(RedbStore::open(dir)?);
+            let registry = Registry::open(store, Arc::new(Offline))
+                .await
+                .map_err(RegistryError::from)?;
+            registry.restore(backup, args.replace).await?
+        }
+        None => {
+            let query = if args.replace { "?replace=true" } else { "" };
+            let reply = call(
+                reqwest::Method::PUT,
+                &args.target.api,
+                &format!("/v1/import{query}"),
+                Some(doc),
+            )
+            .await?;
+            reply["index"].as_u64().unwrap_or_default()
+        }
+    };
+    eprintln!("imported {path}; the registry is at index {index}");
     Ok(())
 }
 

@@ -34,6 +34,12 @@ pub enum Command {
     Deregister(DeregisterArgs),
     /// List services, or the instances of one service.
     List(ListArgs),
+    /// Write the whole registry as JSON (a backup), from a running server or
+    /// from a data directory no server is using.
+    Export(ExportArgs),
+    /// Replace the registry with an export, through a running server or into
+    /// a data directory no server is using.
+    Import(ImportArgs),
 }
 
 /// Settings of `signpost serve`.
@@ -152,6 +158,41 @@ pub struct ListArgs {
     /// The admin API.
     #[command(flatten)]
     pub api: ApiArgs,
+}
+
+/// Where export and import read or write: a server, or a data directory.
+#[derive(Debug, Clone, Args)]
+pub struct BackupTarget {
+    /// Admin API base URL (used unless --data-dir is given).
+    #[arg(long, default_value = DEFAULT_API_URL, env = "SIGNPOST_API")]
+    pub api: String,
+    /// Work on this data directory directly; no server may be using it.
+    #[arg(long, conflicts_with = "api")]
+    pub data_dir: Option<PathBuf>,
+}
+
+/// `signpost export`.
+#[derive(Debug, Clone, Args)]
+pub struct ExportArgs {
+    /// File to write; standard output when absent.
+    #[arg(long, short)]
+    pub output: Option<PathBuf>,
+    /// Where from.
+    #[command(flatten)]
+    pub target: BackupTarget,
+}
+
+/// `signpost import`.
+#[derive(Debug, Clone, Args)]
+pub struct ImportArgs {
+    /// The export to read (`-` for standard input).
+    pub file: PathBuf,
+    /// Overwrite a registry that is not empty (its index still moves forward).
+    #[arg(long)]
+    pub replace: bool,
+    /// Where to.
+    #[command(flatten)]
+    pub target: BackupTarget,
 }
 
 fn parse_duration(value: &str) -> Result<Duration, String> {

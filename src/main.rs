@@ -27,6 +27,8 @@ fn main() -> ExitCode {
             Command::Register(args) => signpost::client::register(args).await?,
             Command::Deregister(args) => signpost::client::deregister(args).await?,
             Command::List(args) => signpost::client::list(args).await?,
+            Command::Export(args) => signpost::client::export(args).await?,
+            Command::Import(args) => signpost::client::import(args).await?,
         }
         Ok(())
     });

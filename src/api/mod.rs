@@ -2,6 +2,7 @@
 //! requests into registry types and renders registry state; it knows nothing
 //! of DNS.
 
+mod backup;
 mod body;
 mod error;
 mod instances;
@@ -13,7 +14,7 @@ use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderName, HeaderValue};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, put};
 use serde_json::json;
 
 pub use body::MAX_BODY;
@@ -52,6 +53,11 @@ pub fn router(registry: Arc<Registry>, default_cluster: Cluster) -> Router {
             get(instances::get)
                 .put(instances::put)
                 .delete(instances::delete),
+        )
+        .route("/v1/export", get(backup::export))
+        .route(
+            "/v1/import",
+            put(backup::import).layer(DefaultBodyLimit::max(backup::MAX_IMPORT)),
         )
         .route("/health", get(health))
         .route("/ready", get(ready))

@@ -86,6 +86,21 @@ impl Server {
         }
     }
 
+    /// Kills the server with SIGKILL (`kill -9`) and waits for it to die.
+    pub fn kill9(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    /// Stops the server with SIGTERM and waits for it to exit.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        self.child.wait().unwrap()
+    }
+
     /// `PUT` an instance; returns (status, body).
     pub fn register(&self, service: &str, id: &str, body: Value) -> (u16, Value) {
         self.call(
