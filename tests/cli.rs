@@ -5,16 +5,7 @@ mod support;
 
 use std::process::Command;
 
-use support::{Server, binary, dig, scratch};
-
-fn run(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(binary()).args(args).output().unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+use support::{Server, binary, dig, run, scratch};
 
 #[test]
 fn register_list_deregister_through_the_cli() {

@@ -6,7 +6,6 @@ mod support;
 
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::process::Command;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -15,7 +14,7 @@ use std::time::Duration;
 
 use hickory_proto::rr::{RData, RecordType};
 use serde_json::{Value, json};
-use support::{Server, addresses, binary, instance, scratch};
+use support::{Server, addresses, instance, run, scratch};
 
 fn start(dir: &Path) -> Server {
     Server::start(&["--data-dir", dir.to_str().unwrap()])
@@ -261,15 +260,6 @@ fn an_import_is_all_or_nothing_across_a_crash() {
         present == 0 || present == 3000,
         "after the last crash: {present} of 3000"
     );
-}
-
-fn run(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(binary()).args(args).output().unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 #[test]

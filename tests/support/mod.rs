@@ -157,6 +157,16 @@ fn rand_suffix() -> u64 {
     N.fetch_add(1, Ordering::Relaxed)
 }
 
+/// Runs the binary with `args`; (success, stdout, stderr).
+pub fn run(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(binary()).args(args).output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 /// `signpost serve` on free ports with `extra` flags, not yet started; with
 /// a data directory of its own unless `extra` names one.
 pub fn serve_command(extra: &[&str]) -> Command {

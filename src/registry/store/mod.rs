@@ -197,6 +197,26 @@ pub(crate) mod battery {
     /// drops each handle before asking for the next.
     pub(crate) async fn run(open: impl Fn() -> Arc<dyn Store>) {
         let web = ServiceName::parse("web").unwrap();
+        // One commit of several changes, applied in order.
+        let changes = [
+            put("web", instance("a", 1, 1)),
+            put("web", instance("b", 2, 2)),
+            put("api", instance("x", 3, 3)),
+            Change::DeleteInstance {
+                service: web.clone(),
+                id: InstanceId::parse("b").unwrap(),
+                index: 4,
+            },
+            Change::PutSettings {
+                service: web.clone(),
+                settings: ServiceSettings {
+                    lb: LbPolicy::RoundRobin,
+                    failover: vec![Cluster::parse("dc3").unwrap()],
+                    fail_open: true,
+                },
+                index: 5,
+            },
+        ];
         {
             let store = open();
             assert_eq!(
@@ -205,53 +225,13 @@ pub(crate) mod battery {
                 "{} starts empty",
                 store.kind()
             );
-            // One commit of several changes, applied in order.
-            let changes = [
-                put("web", instance("a", 1, 1)),
-                put("web", instance("b", 2, 2)),
-                put("api", instance("x", 3, 3)),
-                Change::DeleteInstance {
-                    service: web.clone(),
-                    id: InstanceId::parse("b").unwrap(),
-                    index: 4,
-                },
-                Change::PutSettings {
-                    service: web.clone(),
-                    settings: ServiceSettings {
-                        lb: LbPolicy::RoundRobin,
-                        failover: vec![Cluster::parse("dc3").unwrap()],
-                        fail_open: true,
-                    },
-                    index: 5,
-                },
-            ];
             store.commit(&changes).await.unwrap();
         }
-        let expected = {
-            let mut s = StoredState::default();
-            for change in [
-                put("web", instance("a", 1, 1)),
-                put("web", instance("b", 2, 2)),
-                put("api", instance("x", 3, 3)),
-            ] {
-                s.apply(&change);
-            }
-            s.apply(&Change::DeleteInstance {
-                service: web.clone(),
-                id: InstanceId::parse("b").unwrap(),
-                index: 4,
-            });
-            s.apply(&Change::PutSettings {
-                service: web.clone(),
-                settings: ServiceSettings {
-                    lb: LbPolicy::RoundRobin,
-                    failover: vec![Cluster::parse("dc3").unwrap()],
-                    fail_open: true,
-                },
-                index: 5,
-            });
-            s
-        };
+        // The store must read back what the in-memory reference makes of them.
+        let mut expected = StoredState::default();
+        for change in &changes {
+            expected.apply(change);
+        }
         {
             let store = open();
             let loaded = store.load().await.unwrap();
