@@ -233,7 +233,7 @@ pub async fn list(args: ListArgs) -> Result<(), ClientError> {
 struct Offline;
 
 impl Observer for Offline {
-    fn service_changed(&self, _: &ServiceState, _: u64) {}
+    fn services_changed(&self, _: &[ServiceState], _: u64) {}
 }
 
 /// `signpost export`.

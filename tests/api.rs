@@ -16,7 +16,7 @@ use tower::ServiceExt;
 
 struct Nobody;
 impl Observer for Nobody {
-    fn service_changed(&self, _: &ServiceState, _: u64) {}
+    fn services_changed(&self, _: &[ServiceState], _: u64) {}
 }
 
 struct Api(axum::Router);

@@ -346,6 +346,34 @@ fn export_and_import_round_trip_through_the_api_and_the_data_dir() {
     let served = start(&c);
     assert_eq!(dns_view(&served, "web"), dns_view(&source, "web"));
 
+    // An import that keeps an instance's indexes but changes its address is
+    // served as imported (nothing cached by index survives it).
+    let mut moved = exported.clone();
+    let web = moved["services"]
+        .as_array_mut()
+        .unwrap()
+        .iter_mut()
+        .find(|s| s["name"] == "web")
+        .unwrap();
+    let a = web["instances"]
+        .as_array_mut()
+        .unwrap()
+        .iter_mut()
+        .find(|i| i["id"] == "a")
+        .unwrap();
+    a["address"] = json!("10.7.7.7");
+    std::fs::write(&file, moved.to_string()).unwrap();
+    let (ok, _, err) = run(&[
+        "import",
+        file.to_str().unwrap(),
+        "--api",
+        &target.api,
+        "--replace",
+    ]);
+    assert!(ok, "{err}");
+    let reply = target.query("a.web.instance.internal.", RecordType::A);
+    assert_eq!(addresses(&reply.answers), ["10.7.7.7"]);
+
     // A bad export is refused, naming the place.
     let mut bad = exported.clone();
     bad["services"][0]["instances"][0]["weight"] = json!(0);

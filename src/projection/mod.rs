@@ -34,7 +34,12 @@ pub struct ProjectionConfig {
 #[derive(Debug, Clone)]
 pub struct InstanceRecords {
     /// Its id (lower case).
-    pub id: Box<str>,
+    pub id: Arc<str>,
+    /// The registration these records were built from (its modify index
+    /// and a hash of its spec): records are kept across rebuilds while both
+    /// match. The hash matters after an import, which keeps indexes from
+    /// another history.
+    pub source: (u64, u64),
     /// A or AAAA data.
     pub address: IpAddr,
     /// SRV port.
@@ -44,7 +49,7 @@ pub struct InstanceRecords {
     /// Whether DNS may hand it out (status and, later, health).
     pub served: bool,
     /// Its tags, sorted.
-    pub tags: Box<[Box<str>]>,
+    pub tags: Box<[Arc<str>]>,
     /// Priority, weight and hash key, for ordering and SRV.
     pub candidate: Candidate,
     /// Its own name, the SRV target: `<id>.<service>.instance[.<cluster>].<domain>`.
@@ -70,17 +75,21 @@ pub struct ServiceRecords {
     rotation: Arc<AtomicU64>,
     /// Every registered instance in this cluster, served or not, sorted by
     /// priority then id (the order `order::order` expects).
-    pub instances: Vec<InstanceRecords>,
+    pub instances: Vec<Arc<InstanceRecords>>,
     /// Position in `instances` by id.
-    by_id: HashMap<Box<str>, usize>,
+    by_id: HashMap<Arc<str>, usize>,
     /// Every tag any instance carries.
-    tags: HashSet<Box<str>>,
+    tags: HashSet<Arc<str>>,
 }
 
 impl ServiceRecords {
     /// The instance `id`, served or not.
     pub fn instance(&self, id: &str) -> Option<&InstanceRecords> {
-        self.by_id.get(id).map(|&i| &self.instances[i])
+        self.by_id.get(id).map(|&i| &*self.instances[i])
+    }
+
+    fn instance_arc(&self, id: &str) -> Option<Arc<InstanceRecords>> {
+        self.by_id.get(id).map(|&i| self.instances[i].clone())
     }
 
     /// Whether any instance carries `tag`.
@@ -98,9 +107,9 @@ impl ServiceRecords {
 #[derive(Debug, Clone, Default)]
 pub struct ClusterRecords {
     /// Services by name.
-    services: HashMap<Box<str>, Arc<ServiceRecords>>,
+    services: HashMap<Arc<str>, Arc<ServiceRecords>>,
     /// How many services use each tag, so tag names exist while one does.
-    tag_uses: HashMap<Box<str>, usize>,
+    tag_uses: HashMap<Arc<str>, usize>,
 }
 
 impl ClusterRecords {
@@ -127,11 +136,11 @@ impl ClusterRecords {
         Some(old)
     }
 
-    fn insert_service(&mut self, name: &str, service: ServiceRecords) {
+    fn insert_service(&mut self, name: Arc<str>, service: ServiceRecords) {
         for tag in &service.tags {
             *self.tag_uses.entry(tag.clone()).or_default() += 1;
         }
-        self.services.insert(name.into(), Arc::new(service));
+        self.services.insert(name, Arc::new(service));
     }
 }
 
@@ -141,9 +150,9 @@ pub struct Snapshot {
     /// The registry index this snapshot reflects (the SOA serial).
     pub index: u64,
     /// The server's own cluster.
-    local: Box<str>,
+    local: Arc<str>,
     /// Clusters that have instances, and always the local one.
-    clusters: HashMap<Box<str>, ClusterRecords>,
+    clusters: HashMap<Arc<str>, ClusterRecords>,
 }
 
 impl Snapshot {
@@ -196,17 +205,35 @@ impl Projection {
         self.current.load()
     }
 
-    /// Rebuilds `service` in every cluster it was or is in, and publishes.
-    pub fn rebuild(&self, service: &ServiceState, index: u64) {
+    /// The current snapshot, owned.
+    pub fn load_full(&self) -> Arc<Snapshot> {
+        self.current.load_full()
+    }
+
+    /// Rebuilds each of `services` in every cluster it was or is in, and
+    /// publishes once. Instances whose registration did not change (same id
+    /// and modify index) keep their ready-made records.
+    pub fn rebuild(&self, services: &[ServiceState], index: u64) {
         let _writer = self.writer.lock();
         let mut next = Snapshot::clone(&self.current.load());
+        for service in services {
+            self.rebuild_service(&mut next, service);
+        }
+        let local = self.config.cluster.as_str();
+        next.clusters
+            .retain(|cluster, records| &**cluster == local || !records.services.is_empty());
+        next.index = next.index.max(index);
+        self.current.store(Arc::new(next));
+    }
+
+    fn rebuild_service(&self, next: &mut Snapshot, service: &ServiceState) {
         let name = service.name.as_str();
         let lb = service.settings.as_ref().map(|s| s.lb).unwrap_or_default();
 
-        let mut rotations = HashMap::new();
+        let mut previous: HashMap<Arc<str>, Arc<ServiceRecords>> = HashMap::new();
         for (cluster, records) in next.clusters.iter_mut() {
             if let Some(old) = records.remove_service(name) {
-                rotations.insert(cluster.clone(), old.rotation.clone());
+                previous.insert(cluster.clone(), old);
             }
         }
 
@@ -221,19 +248,15 @@ impl Projection {
             // A service with settings but no local instances still exists locally.
             by_cluster.entry(&self.config.cluster).or_default();
         }
+        let name: Arc<str> = name.into();
         for (cluster, instances) in by_cluster {
-            let rotation = rotations.remove(cluster).unwrap_or_default();
-            let records = self.service_records(name, cluster, lb, rotation, &instances);
+            let old = previous.remove(cluster);
+            let records = self.service_records(&name, cluster, lb, old.as_deref(), &instances);
             next.clusters
                 .entry(cluster.into())
                 .or_default()
-                .insert_service(name, records);
+                .insert_service(name.clone(), records);
         }
-        let local = self.config.cluster.as_str();
-        next.clusters
-            .retain(|cluster, records| &**cluster == local || !records.services.is_empty());
-        next.index = next.index.max(index);
-        self.current.store(Arc::new(next));
     }
 
     fn service_records(
@@ -241,12 +264,16 @@ impl Projection {
         service: &str,
         cluster: &str,
         lb: LbPolicy,
-        rotation: Arc<AtomicU64>,
+        old: Option<&ServiceRecords>,
         instances: &[&Instance],
     ) -> ServiceRecords {
-        let mut built: Vec<InstanceRecords> = instances
+        let mut built: Vec<Arc<InstanceRecords>> = instances
             .iter()
-            .map(|i| self.instance_records(service, cluster, i))
+            .map(|i| {
+                old.and_then(|old| old.instance_arc(i.id.as_str()))
+                    .filter(|kept| kept.source == source_of(i))
+                    .unwrap_or_else(|| Arc::new(self.instance_records(service, cluster, i)))
+            })
             .collect();
         built.sort_by(|a, b| (a.candidate.priority, &a.id).cmp(&(b.candidate.priority, &b.id)));
         let by_id = built
@@ -257,7 +284,7 @@ impl Projection {
         let tags = built.iter().flat_map(|i| i.tags.iter().cloned()).collect();
         ServiceRecords {
             lb,
-            rotation,
+            rotation: old.map(|o| o.rotation.clone()).unwrap_or_default(),
             instances: built,
             by_id,
             tags,
@@ -285,6 +312,7 @@ impl Projection {
         }
         InstanceRecords {
             id: id.into(),
+            source: source_of(instance),
             address: spec.address,
             port: spec.port,
             ttl: u32::try_from(spec.ttl.as_secs()).unwrap_or(u32::MAX),
@@ -301,9 +329,17 @@ impl Projection {
     }
 }
 
+/// What identifies the registration an instance's records were built from.
+fn source_of(instance: &Instance) -> (u64, u64) {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    instance.spec.hash(&mut hasher);
+    (instance.modify_index, hasher.finish())
+}
+
 impl Observer for Projection {
-    fn service_changed(&self, service: &ServiceState, index: u64) {
-        self.rebuild(service, index);
+    fn services_changed(&self, services: &[ServiceState], index: u64) {
+        self.rebuild(services, index);
     }
 }
 
@@ -338,19 +374,22 @@ mod tests {
     fn a_rebuild_replaces_one_service_and_keeps_the_others() {
         let p = projection();
         p.rebuild(
-            &state(vec![
+            std::slice::from_ref(&state(vec![
                 instance("a", "dc1", &["v2"]),
                 instance("b", "dc2", &[]),
-            ]),
+            ])),
             2,
         );
         let mut other = state(vec![instance("x", "dc1", &[])]);
         other.name = ServiceName::parse("api").unwrap();
-        p.rebuild(&other, 3);
+        p.rebuild(std::slice::from_ref(&other), 3);
         let before = p.load();
         let api_before = before.local().services.get("api").unwrap().clone();
 
-        p.rebuild(&state(vec![instance("a", "dc1", &[])]), 4);
+        p.rebuild(
+            std::slice::from_ref(&state(vec![instance("a", "dc1", &[])])),
+            4,
+        );
         let after = p.load();
         assert_eq!(after.index, 4);
         // The untouched service is the very same allocation.
@@ -369,7 +408,10 @@ mod tests {
     fn targets_name_the_cluster_only_when_it_is_not_local() {
         let p = projection();
         p.rebuild(
-            &state(vec![instance("a", "dc1", &[]), instance("b", "dc2", &[])]),
+            std::slice::from_ref(&state(vec![
+                instance("a", "dc1", &[]),
+                instance("b", "dc2", &[]),
+            ])),
             1,
         );
         let s = p.load();
@@ -388,12 +430,60 @@ mod tests {
     #[test]
     fn rotation_survives_a_rebuild() {
         let p = projection();
-        p.rebuild(&state(vec![instance("a", "dc1", &[])]), 1);
+        p.rebuild(
+            std::slice::from_ref(&state(vec![instance("a", "dc1", &[])])),
+            1,
+        );
         p.load().local().service("web").unwrap().next_rotation();
         p.rebuild(
-            &state(vec![instance("a", "dc1", &[]), instance("b", "dc1", &[])]),
+            std::slice::from_ref(&state(vec![
+                instance("a", "dc1", &[]),
+                instance("b", "dc1", &[]),
+            ])),
             2,
         );
         assert_eq!(p.load().local().service("web").unwrap().next_rotation(), 1);
+    }
+
+    #[test]
+    fn unchanged_instances_keep_their_records() {
+        let p = projection();
+        let mut b = instance("b", "dc1", &[]);
+        p.rebuild(
+            std::slice::from_ref(&state(vec![instance("a", "dc1", &[]), b.clone()])),
+            1,
+        );
+        let before = p.load();
+        let web = before.local().service("web").unwrap();
+        b.modify_index = 2;
+        b.spec.port = 81;
+        p.rebuild(
+            std::slice::from_ref(&state(vec![instance("a", "dc1", &[]), b])),
+            2,
+        );
+        let after = p.load();
+        let web_after = after.local().service("web").unwrap();
+        assert!(Arc::ptr_eq(
+            &web.instance_arc("a").unwrap(),
+            &web_after.instance_arc("a").unwrap()
+        ));
+        assert_eq!(web_after.instance("b").unwrap().port, 81);
+    }
+
+    #[test]
+    fn one_publish_for_many_services() {
+        let p = projection();
+        let services: Vec<ServiceState> = (0..50)
+            .map(|n| {
+                let mut s = state(vec![instance("a", "dc1", &[])]);
+                s.name = ServiceName::parse(&format!("svc{n}")).unwrap();
+                s
+            })
+            .collect();
+        let before = p.load_full();
+        p.rebuild(&services, 7);
+        let after = p.load();
+        assert_eq!((after.index, after.local().services.len()), (7, 50));
+        assert_eq!(before.local().services.len(), 0);
     }
 }

@@ -286,9 +286,7 @@ async fn commit_batch(shared: &Shared, batch: Vec<Queued>) {
                 .map(|name| service_state(&state, name))
                 .collect()
         };
-        for service in &states {
-            shared.observer.service_changed(service, index);
-        }
+        shared.observer.services_changed(&states, index);
     }
     for (reply, written) in accepted {
         let _ = reply.send(Ok(written));

@@ -42,11 +42,12 @@ impl ServiceState {
     }
 }
 
-/// Told about every committed change, synchronously, before the write that
-/// caused it is acknowledged: whatever it publishes is visible by then.
+/// Told about every committed change, synchronously, before the writes that
+/// caused it are acknowledged: whatever it publishes is visible by then.
 pub trait Observer: Send + Sync + 'static {
-    /// `service` changed; this is its whole new state.
-    fn service_changed(&self, service: &ServiceState, index: u64);
+    /// `services` changed (each at most once, in name order), as of `index`;
+    /// each is given whole. At start-up, every service at once.
+    fn services_changed(&self, services: &[ServiceState], index: u64);
 }
 
 /// Why a registry operation was refused.
@@ -124,9 +125,9 @@ impl Registry {
             observer,
         });
         let index = shared.index.load(Ordering::Acquire);
-        for service in shared.all_services() {
-            shared.observer.service_changed(&service, index);
-        }
+        shared
+            .observer
+            .services_changed(&shared.all_services(), index);
         let (queue, receiver) = mpsc::channel(QUEUE_DEPTH);
         tokio::spawn(committer::run(shared.clone(), receiver));
         Ok(Self { shared, queue })
@@ -305,8 +306,8 @@ mod tests {
     #[derive(Default)]
     struct Seen(Mutex<Vec<ServiceState>>);
     impl Observer for Seen {
-        fn service_changed(&self, service: &ServiceState, _index: u64) {
-            self.0.lock().push(service.clone());
+        fn services_changed(&self, services: &[ServiceState], _index: u64) {
+            self.0.lock().extend(services.iter().cloned());
         }
     }
 
