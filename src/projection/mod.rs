@@ -35,11 +35,10 @@ pub struct ProjectionConfig {
 pub struct InstanceRecords {
     /// Its id (lower case).
     pub id: Arc<str>,
-    /// The registration these records were built from (its modify index
-    /// and a hash of its spec): records are kept across rebuilds while both
-    /// match. The hash matters after an import, which keeps indexes from
-    /// another history.
-    pub source: (u64, u64),
+    /// The registration these records were built from, shared with the
+    /// registry: while the registry still holds this very allocation, the
+    /// records are current and a rebuild keeps them.
+    pub source: Arc<Instance>,
     /// A or AAAA data.
     pub address: IpAddr,
     /// SRV port.
@@ -237,7 +236,7 @@ impl Projection {
             }
         }
 
-        let mut by_cluster: HashMap<&str, Vec<&Instance>> = HashMap::new();
+        let mut by_cluster: HashMap<&str, Vec<&Arc<Instance>>> = HashMap::new();
         for instance in &service.instances {
             by_cluster
                 .entry(instance.spec.cluster.as_str())
@@ -265,13 +264,13 @@ impl Projection {
         cluster: &str,
         lb: LbPolicy,
         old: Option<&ServiceRecords>,
-        instances: &[&Instance],
+        instances: &[&Arc<Instance>],
     ) -> ServiceRecords {
         let mut built: Vec<Arc<InstanceRecords>> = instances
             .iter()
             .map(|i| {
                 old.and_then(|old| old.instance_arc(i.id.as_str()))
-                    .filter(|kept| kept.source == source_of(i))
+                    .filter(|kept| Arc::ptr_eq(&kept.source, i))
                     .unwrap_or_else(|| Arc::new(self.instance_records(service, cluster, i)))
             })
             .collect();
@@ -295,7 +294,7 @@ impl Projection {
         &self,
         service: &str,
         cluster: &str,
-        instance: &Instance,
+        instance: &Arc<Instance>,
     ) -> InstanceRecords {
         let id = instance.id.as_str();
         let mut labels: Vec<&str> = vec![id, service, "instance"];
@@ -312,7 +311,7 @@ impl Projection {
         }
         InstanceRecords {
             id: id.into(),
-            source: source_of(instance),
+            source: instance.clone(),
             address: spec.address,
             port: spec.port,
             ttl: u32::try_from(spec.ttl.as_secs()).unwrap_or(u32::MAX),
@@ -327,14 +326,6 @@ impl Projection {
             txt: TXT::new(txt),
         }
     }
-}
-
-/// What identifies the registration an instance's records were built from.
-fn source_of(instance: &Instance) -> (u64, u64) {
-    use std::hash::{Hash, Hasher};
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    instance.spec.hash(&mut hasher);
-    (instance.modify_index, hasher.finish())
 }
 
 impl Observer for Projection {
@@ -366,7 +357,7 @@ mod tests {
         ServiceState {
             name: ServiceName::parse("web").unwrap(),
             settings: None,
-            instances,
+            instances: instances.into_iter().map(Arc::new).collect(),
         }
     }
 
@@ -447,25 +438,31 @@ mod tests {
 
     #[test]
     fn unchanged_instances_keep_their_records() {
+        // The registry hands the same allocation for an unchanged instance.
         let p = projection();
+        let a = Arc::new(instance("a", "dc1", &[]));
+        let with = |b: Instance| ServiceState {
+            name: ServiceName::parse("web").unwrap(),
+            settings: None,
+            instances: vec![a.clone(), Arc::new(b)],
+        };
         let mut b = instance("b", "dc1", &[]);
-        p.rebuild(
-            std::slice::from_ref(&state(vec![instance("a", "dc1", &[]), b.clone()])),
-            1,
-        );
-        let before = p.load();
-        let web = before.local().service("web").unwrap();
-        b.modify_index = 2;
+        p.rebuild(&[with(b.clone())], 1);
+        let before = p.load_full();
         b.spec.port = 81;
-        p.rebuild(
-            std::slice::from_ref(&state(vec![instance("a", "dc1", &[]), b])),
-            2,
-        );
+        p.rebuild(&[with(b)], 2);
         let after = p.load();
-        let web_after = after.local().service("web").unwrap();
+        let (web, web_after) = (
+            before.local().service("web").unwrap(),
+            after.local().service("web").unwrap(),
+        );
         assert!(Arc::ptr_eq(
             &web.instance_arc("a").unwrap(),
             &web_after.instance_arc("a").unwrap()
+        ));
+        assert!(!Arc::ptr_eq(
+            &web.instance_arc("b").unwrap(),
+            &web_after.instance_arc("b").unwrap()
         ));
         assert_eq!(web_after.instance("b").unwrap().port, 81);
     }

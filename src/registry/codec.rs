@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use serde_json::{Map, Value, json};
 
@@ -413,7 +414,7 @@ pub fn state_from_json(value: Value) -> Result<StoredState, ValidationError> {
                 .instances
                 .entry(name.clone())
                 .or_default()
-                .insert(instance.id.clone(), instance);
+                .insert(instance.id.clone(), Arc::new(instance));
         }
     }
     Ok(state)
@@ -436,7 +437,7 @@ mod tests {
             .instances
             .entry(web.clone())
             .or_default()
-            .insert(instance.id.clone(), instance);
+            .insert(instance.id.clone(), Arc::new(instance));
         let settings = ServiceSettings {
             lb: LbPolicy::Hash,
             failover: vec![Cluster::parse("dc2").unwrap()],

@@ -46,7 +46,7 @@ pub(super) enum Write {
 /// What a write answers with.
 pub(super) enum Written {
     /// The instance as stored.
-    Instance(Instance),
+    Instance(Arc<Instance>),
     /// The index the write created (or the current one, for a no-op).
     Index(u64),
 }
@@ -99,7 +99,7 @@ pub(super) async fn run(shared: Arc<Shared>, mut queue: mpsc::Receiver<Queued>) 
 struct Plan<'s> {
     state: &'s StoredState,
     index: u64,
-    instances: HashMap<(ServiceName, InstanceId), Option<Instance>>,
+    instances: HashMap<(ServiceName, InstanceId), Option<Arc<Instance>>>,
     settings: HashMap<ServiceName, ServiceSettings>,
     changes: Vec<Change>,
 }
@@ -115,7 +115,7 @@ impl<'s> Plan<'s> {
         }
     }
 
-    fn instance(&self, service: &ServiceName, id: &InstanceId) -> Option<Instance> {
+    fn instance(&self, service: &ServiceName, id: &InstanceId) -> Option<Arc<Instance>> {
         match self.instances.get(&(service.clone(), id.clone())) {
             Some(planned) => planned.clone(),
             None => self.state.instances.get(service)?.get(id).cloned(),
@@ -137,13 +137,13 @@ impl<'s> Plan<'s> {
                 cas,
             } => {
                 let existing = self.instance(&service, &id);
-                check_cas(cas, existing.as_ref(), &service, &id)?;
+                check_cas(cas, existing.as_deref(), &service, &id)?;
                 if let Some(existing) = existing.as_ref().filter(|e| e.spec == spec) {
                     return Ok(Written::Instance(existing.clone()));
                 }
                 let index = self.next_index();
                 let create_index = existing.as_ref().map_or(index, |e| e.create_index);
-                let instance = spec.into_instance(id.clone(), create_index, index);
+                let instance = Arc::new(spec.into_instance(id.clone(), create_index, index));
                 self.instances
                     .insert((service.clone(), id), Some(instance.clone()));
                 self.changes.push(Change::PutInstance {

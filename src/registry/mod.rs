@@ -32,7 +32,7 @@ pub struct ServiceState {
     /// Its settings, if any were set (defaults apply otherwise).
     pub settings: Option<ServiceSettings>,
     /// Its instances, ordered by id. Empty when the service is gone.
-    pub instances: Vec<Instance>,
+    pub instances: Vec<Arc<Instance>>,
 }
 
 impl ServiceState {
@@ -166,7 +166,7 @@ impl Registry {
         id: &InstanceId,
         spec: InstanceSpec,
         cas: Option<u64>,
-    ) -> Result<Instance, RegistryError> {
+    ) -> Result<Arc<Instance>, RegistryError> {
         let write = Write::PutInstance {
             service: service.clone(),
             id: id.clone(),
@@ -224,7 +224,7 @@ impl Registry {
     }
 
     /// One instance.
-    pub fn instance(&self, service: &ServiceName, id: &InstanceId) -> Option<Instance> {
+    pub fn instance(&self, service: &ServiceName, id: &InstanceId) -> Option<Arc<Instance>> {
         self.shared
             .state
             .read()
@@ -507,7 +507,7 @@ mod tests {
             .instances
             .entry(web.clone())
             .or_default()
-            .insert(instance.id.clone(), instance);
+            .insert(instance.id.clone(), Arc::new(instance));
         backup.index = 20;
         assert_eq!(
             registry.restore(backup.clone(), false).await.unwrap(),

@@ -249,7 +249,7 @@ pub fn format_duration(d: Duration) -> String {
 }
 
 /// Instance metadata: `key=value` pairs, served as TXT on the instance name.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Default, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
 #[serde(transparent)]
 pub struct Meta(BTreeMap<String, String>);
 
@@ -316,7 +316,7 @@ impl Meta {
 
 /// What a registration says about an instance; the registry adds the id and
 /// the indexes. Built by the API from a request body, already validated.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InstanceSpec {
     /// Where clients connect: the A or AAAA answer.
     pub address: IpAddr,

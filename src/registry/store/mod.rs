@@ -8,6 +8,7 @@
 pub mod redb;
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use parking_lot::Mutex;
 
@@ -21,8 +22,9 @@ pub enum Change {
     PutInstance {
         /// The service it belongs to.
         service: ServiceName,
-        /// The instance, with its indexes already set.
-        instance: Instance,
+        /// The instance, with its indexes already set. Shared with the
+        /// registry's state and the DNS projection, never copied.
+        instance: Arc<Instance>,
         /// The registry index of this change.
         index: u64,
     },
@@ -69,7 +71,7 @@ pub struct StoredState {
     /// Highest index committed.
     pub index: u64,
     /// Instances by service and id.
-    pub instances: BTreeMap<ServiceName, BTreeMap<InstanceId, Instance>>,
+    pub instances: BTreeMap<ServiceName, BTreeMap<InstanceId, Arc<Instance>>>,
     /// Settings of the services that have them.
     pub settings: BTreeMap<ServiceName, ServiceSettings>,
 }
@@ -188,7 +190,7 @@ pub(crate) mod battery {
         let index = instance.modify_index;
         Change::PutInstance {
             service: ServiceName::parse(service).unwrap(),
-            instance,
+            instance: Arc::new(instance),
             index,
         }
     }

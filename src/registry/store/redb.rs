@@ -229,7 +229,7 @@ impl RedbStore {
                 .instances
                 .entry(stored_service)
                 .or_default()
-                .insert(instance.id.clone(), instance);
+                .insert(instance.id.clone(), Arc::new(instance));
         }
 
         let settings = txn
