@@ -247,6 +247,8 @@ fn touched(change: &Change, before: &StoredState, out: &mut BTreeSet<ServiceName
 }
 
 async fn commit_batch(shared: &Shared, batch: Vec<Queued>) {
+    let started = std::time::Instant::now();
+    let writes = batch.len();
     let mut accepted = Vec::with_capacity(batch.len());
     let changes = {
         let state = shared.state.read();
@@ -261,6 +263,7 @@ async fn commit_batch(shared: &Shared, batch: Vec<Queued>) {
         }
         plan.changes
     };
+    let planned = started.elapsed();
     if !changes.is_empty() {
         if let Err(error) = shared.store.commit(&changes).await {
             tracing::warn!(%error, writes = accepted.len(), "commit failed; nothing was changed");
@@ -269,6 +272,7 @@ async fn commit_batch(shared: &Shared, batch: Vec<Queued>) {
             }
             return;
         }
+        let committed = started.elapsed();
         let mut services = BTreeSet::new();
         {
             let mut state = shared.state.write();
@@ -287,6 +291,15 @@ async fn commit_batch(shared: &Shared, batch: Vec<Queued>) {
                 .collect()
         };
         shared.observer.services_changed(&states, index);
+        tracing::debug!(
+            writes,
+            changes = changes.len(),
+            services = states.len(),
+            plan_us = planned.as_micros() as u64,
+            commit_us = (committed - planned).as_micros() as u64,
+            publish_us = (started.elapsed() - committed).as_micros() as u64,
+            "commit round"
+        );
     }
     for (reply, written) in accepted {
         let _ = reply.send(Ok(written));
