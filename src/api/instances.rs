@@ -10,8 +10,9 @@ use serde_json::json;
 
 use super::body::read_object;
 use super::error::ApiError;
-use super::{ApiState, with_index};
-use crate::registry::codec::{instance_to_json, spec_from};
+use super::{ApiState, serialized_with_index, with_index};
+use crate::registry::codec::{InstanceJson, spec_from};
+use crate::registry::model::Instance;
 use crate::registry::model::{Cluster, InstanceId, InstanceSpec, ServiceName, ValidationError};
 
 /// Fields a registration body may carry.
@@ -79,6 +80,23 @@ pub fn parse_spec(
     Ok(spec_from(&mut f, default_cluster)?)
 }
 
+/// `{"index": N, "instance": {...}}`, serialized without building a `Value`.
+#[derive(serde::Serialize)]
+struct InstanceReply<'a> {
+    index: u64,
+    instance: InstanceJson<'a>,
+}
+
+fn instance_reply(index: u64, service: &ServiceName, instance: &Instance) -> Response {
+    serialized_with_index(
+        index,
+        &InstanceReply {
+            index,
+            instance: InstanceJson::new(service, instance),
+        },
+    )
+}
+
 /// `PUT`: register or replace. `?cas=N` writes only at modify index N
 /// (0: only if new).
 pub async fn put(
@@ -94,10 +112,7 @@ pub async fn put(
     let cas = cas(&params)?;
     let spec = parse_spec(body, &id, &default_cluster)?;
     let instance = registry.put_instance(&service, &id, spec, cas).await?;
-    Ok(with_index(
-        registry.index(),
-        json!({ "instance": instance_to_json(&service, &instance) }),
-    ))
+    Ok(instance_reply(registry.index(), &service, &instance))
 }
 
 /// `GET`: one instance.
@@ -110,10 +125,7 @@ pub async fn get(
     let instance = registry.instance(&service, &id).ok_or_else(|| {
         ApiError::NotFound(format!("instance {id} of service {service} not found"))
     })?;
-    Ok(with_index(
-        index,
-        json!({ "instance": instance_to_json(&service, &instance) }),
-    ))
+    Ok(instance_reply(index, &service, &instance))
 }
 
 /// `DELETE`: deregister. `?cas=N` deletes only at modify index N.

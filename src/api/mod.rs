@@ -90,6 +90,15 @@ fn with_index(index: u64, mut body: serde_json::Value) -> Response {
     response
 }
 
+/// `body` as JSON (it carries `index` itself), with the index header.
+fn serialized_with_index<T: serde::Serialize>(index: u64, body: &T) -> Response {
+    let mut response = axum::Json(body).into_response();
+    response
+        .headers_mut()
+        .insert(INDEX_HEADER, HeaderValue::from(index));
+    response
+}
+
 /// Liveness: the process answers.
 async fn health() -> Response {
     axum::Json(json!({ "status": "ok" })).into_response()

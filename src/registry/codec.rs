@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use serde::Serialize;
 use serde_json::{Map, Value, json};
 
 use super::model::{
@@ -242,24 +243,51 @@ pub fn spec_from(
     Ok(spec)
 }
 
-/// An instance as JSON: its spec, its names and its indexes.
+/// An instance as JSON: its spec, its names and its indexes. Serializes
+/// straight from the instance, without building a `Value` (this runs twice
+/// per registration: the stored record and the API's answer).
+#[derive(Debug, Serialize)]
+pub struct InstanceJson<'a> {
+    service: &'a ServiceName,
+    id: &'a InstanceId,
+    address: IpAddr,
+    port: u16,
+    weight: u16,
+    priority: u16,
+    tags: &'a [Tag],
+    meta: &'a Meta,
+    cluster: &'a Cluster,
+    ttl: String,
+    status: Status,
+    create_index: u64,
+    modify_index: u64,
+}
+
+impl<'a> InstanceJson<'a> {
+    /// The JSON form of `instance` of `service`.
+    pub fn new(service: &'a ServiceName, instance: &'a Instance) -> Self {
+        let i = &instance.spec;
+        Self {
+            service,
+            id: &instance.id,
+            address: i.address,
+            port: i.port,
+            weight: i.weight,
+            priority: i.priority,
+            tags: &i.tags,
+            meta: &i.meta,
+            cluster: &i.cluster,
+            ttl: format_duration(i.ttl),
+            status: i.status,
+            create_index: instance.create_index,
+            modify_index: instance.modify_index,
+        }
+    }
+}
+
+/// An instance as a JSON value (see [`InstanceJson`]).
 pub fn instance_to_json(service: &ServiceName, instance: &Instance) -> Value {
-    let i = &instance.spec;
-    json!({
-        "service": service,
-        "id": instance.id,
-        "address": i.address.to_string(),
-        "port": i.port,
-        "weight": i.weight,
-        "priority": i.priority,
-        "tags": i.tags,
-        "meta": i.meta,
-        "cluster": i.cluster,
-        "ttl": format_duration(i.ttl),
-        "status": i.status,
-        "create_index": instance.create_index,
-        "modify_index": instance.modify_index,
-    })
+    serde_json::to_value(InstanceJson::new(service, instance)).unwrap_or(Value::Null)
 }
 
 /// Reads back what [`instance_to_json`] wrote, checking every field again.

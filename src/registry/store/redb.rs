@@ -16,9 +16,9 @@ use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, Tab
 
 use super::{Change, Store, StoreError, StoredState};
 use crate::registry::codec::{
-    Fields, SETTINGS_FIELDS, instance_from_json, instance_to_json, settings_from, settings_to_json,
+    Fields, InstanceJson, SETTINGS_FIELDS, instance_from_json, settings_from, settings_to_json,
 };
-use crate::registry::model::ServiceName;
+use crate::registry::model::{Instance, ServiceName};
 
 /// The database file in the data directory.
 pub const DB_FILE: &str = "signpost.redb";
@@ -267,9 +267,9 @@ impl RedbStore {
                     Change::PutInstance {
                         service, instance, ..
                     } => {
-                        let json = instance_to_json(service, instance).to_string();
+                        let json = record(service, instance)?;
                         instances
-                            .insert((service.as_str(), instance.id.as_str()), json.as_bytes())
+                            .insert((service.as_str(), instance.id.as_str()), json.as_slice())
                             .map_err(|e| failed(&e))?;
                     }
                     Change::DeleteInstance { service, id, .. } => {
@@ -292,11 +292,11 @@ impl RedbStore {
                         settings.retain(|_, _| false).map_err(|e| failed(&e))?;
                         for (service, by_id) in &state.instances {
                             for instance in by_id.values() {
-                                let json = instance_to_json(service, instance).to_string();
+                                let json = record(service, instance)?;
                                 instances
                                     .insert(
                                         (service.as_str(), instance.id.as_str()),
-                                        json.as_bytes(),
+                                        json.as_slice(),
                                     )
                                     .map_err(|e| failed(&e))?;
                             }
@@ -317,6 +317,13 @@ impl RedbStore {
         // Durability::Immediate (the default): returns once synced to disk.
         txn.commit().map_err(|e| failed(&e))
     }
+}
+
+/// The stored form of an instance.
+fn record(service: &ServiceName, instance: &Instance) -> Result<Vec<u8>, StoreError> {
+    serde_json::to_vec(&InstanceJson::new(service, instance)).map_err(|e| {
+        StoreError::Unavailable(format!("cannot encode instance {}: {e}", instance.id))
+    })
 }
 
 #[async_trait::async_trait]
