@@ -5,7 +5,7 @@ use serde_json::{Map, Value, json};
 use std::io::{Read, Write};
 use std::sync::Arc;
 
-use crate::config::{DeregisterArgs, ExportArgs, ImportArgs, ListArgs, RegisterArgs};
+use crate::config::{DeregisterArgs, ExportArgs, ImportArgs, ListArgs, RegisterArgs, StatusArgs};
 use crate::registry::codec::{state_from_json, state_to_json};
 use crate::registry::store::redb::{DataDirError, RedbStore};
 use crate::registry::{Observer, Registry, RegistryError, ServiceState};
@@ -166,6 +166,21 @@ pub async fn deregister(args: DeregisterArgs) -> Result<(), ClientError> {
     println!(
         "deregistered {}/{} (index {})",
         args.service, args.id, reply["index"]
+    );
+    Ok(())
+}
+
+/// `signpost status`.
+pub async fn status(args: StatusArgs) -> Result<(), ClientError> {
+    let path = format!("/v1/services/{}/instances/{}/status", args.service, args.id);
+    let body = json!({ "status": args.status });
+    let reply = call(reqwest::Method::PUT, &args.api.api, &path, Some(body)).await?;
+    println!(
+        "{}/{} is {} (index {})",
+        args.service,
+        args.id,
+        reply["instance"]["status"].as_str().unwrap_or_default(),
+        reply["index"]
     );
     Ok(())
 }

@@ -34,6 +34,8 @@ pub enum Command {
     Deregister(DeregisterArgs),
     /// List services, or the instances of one service.
     List(ListArgs),
+    /// Set an instance's status: STARTING, UP or OUT_OF_SERVICE (drain).
+    Status(StatusArgs),
     /// Write the whole registry as JSON (a backup), from a running server or
     /// from a data directory no server is using.
     Export(ExportArgs),
@@ -142,6 +144,20 @@ pub struct DeregisterArgs {
     pub service: String,
     /// Instance id.
     pub id: String,
+    /// The admin API.
+    #[command(flatten)]
+    pub api: ApiArgs,
+}
+
+/// `signpost status`.
+#[derive(Debug, Clone, Args)]
+pub struct StatusArgs {
+    /// Service name.
+    pub service: String,
+    /// Instance id.
+    pub id: String,
+    /// STARTING, UP or OUT_OF_SERVICE.
+    pub status: String,
     /// The admin API.
     #[command(flatten)]
     pub api: ApiArgs,

@@ -351,3 +351,109 @@ async fn health_ready_and_unknown_routes() {
     assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
     assert!(err["error"].is_string());
 }
+
+#[tokio::test]
+async fn status_changes_only_the_status() {
+    let api = Api::new().await;
+    let body = json!({"address": "10.0.0.5", "port": 80, "weight": 7, "tags": ["v2"]});
+    api.put(WEB1, body).await;
+    let status_path = format!("{WEB1}/status");
+    let (status, index, reply) = api
+        .call(
+            "PUT",
+            &status_path,
+            Some(json!({"status": "out_of_service"})),
+        )
+        .await;
+    assert_eq!((status, index), (StatusCode::OK, 2));
+    let i = &reply["instance"];
+    assert_eq!(
+        (
+            i["status"].as_str(),
+            i["weight"].as_u64(),
+            i["modify_index"].as_u64()
+        ),
+        (Some("OUT_OF_SERVICE"), Some(7), Some(2))
+    );
+    assert_eq!(i["tags"], json!(["v2"]));
+    // The same status again changes nothing.
+    assert_eq!(
+        api.call(
+            "PUT",
+            &status_path,
+            Some(json!({"status": "OUT_OF_SERVICE"}))
+        )
+        .await
+        .1,
+        2
+    );
+    for (body, code, field) in [
+        (
+            json!({"status": "DOWN"}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Some("status"),
+        ),
+        (json!({}), StatusCode::UNPROCESSABLE_ENTITY, Some("status")),
+        (
+            json!({"status": "UP", "weight": 1}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Some("weight"),
+        ),
+    ] {
+        let (status, _, err) = api.call("PUT", &status_path, Some(body.clone())).await;
+        assert_eq!((status, err["field"].as_str()), (code, field), "{body}");
+    }
+    let (status, _, _) = api
+        .call(
+            "PUT",
+            "/v1/services/web/instances/nope/status",
+            Some(json!({"status": "UP"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn blocking_reads_wake_on_a_change_and_time_out_without_one() {
+    let api = Arc::new(Api::new().await);
+    api.put(WEB1, json!({"address": "10.0.0.5", "port": 80}))
+        .await;
+    // Times out with the same index when nothing changes.
+    let (status, index, _) = api
+        .call("GET", "/v1/services/web?index=1&wait=50ms", None)
+        .await;
+    assert_eq!((status, index), (StatusCode::OK, 1));
+    // Wakes on a change, for each blocking route.
+    for (n, route) in ["/v1/services", "/v1/services/web", WEB1]
+        .into_iter()
+        .enumerate()
+    {
+        let current = api.call("GET", "/v1/services", None).await.1;
+        let (api2, path) = (api.clone(), format!("{route}?index={current}&wait=1m"));
+        let waiting = tokio::spawn(async move { api2.call("GET", &path, None).await });
+        tokio::task::yield_now().await;
+        assert!(
+            !waiting.is_finished(),
+            "{route} blocks while nothing changes"
+        );
+        api.put(WEB1, json!({"address": "10.0.0.5", "port": 90 + n}))
+            .await;
+        let (status, index, _) = waiting.await.unwrap();
+        assert_eq!((status, index), (StatusCode::OK, current + 1), "{route}");
+    }
+    // An index already passed answers at once.
+    let (_, index, _) = api.call("GET", "/v1/services?index=0&wait=10m", None).await;
+    assert!(index >= 4);
+    let (status, _, err) = api.call("GET", "/v1/services?index=x", None).await;
+    assert_eq!(
+        (status, err["field"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("index"))
+    );
+    let (status, _, err) = api
+        .call("GET", "/v1/services?index=1&wait=soon", None)
+        .await;
+    assert_eq!(
+        (status, err["field"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("wait"))
+    );
+}

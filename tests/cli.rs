@@ -194,3 +194,25 @@ fn dig_sees_srv_truncation_retry_and_negative_answers() {
     let out = dig(server.dns, &["+edns=1", "internal", "SOA"]);
     assert!(out.contains("BADVERS"), "{out}");
 }
+
+#[test]
+fn status_drains_an_instance_from_the_cli() {
+    let server = Server::start(&[]);
+    server.register("web", "w1", support::instance("10.0.0.5", 80));
+    let (ok, out, err) = run(&[
+        "status",
+        "web",
+        "w1",
+        "OUT_OF_SERVICE",
+        "--api",
+        &server.api,
+    ]);
+    assert!(ok, "{err}");
+    assert!(out.contains("web/w1 is OUT_OF_SERVICE"), "{out}");
+    assert_eq!(
+        dig(server.dns, &["+short", "web.service.internal", "A"]).trim(),
+        ""
+    );
+    let (ok, _, err) = run(&["status", "web", "w1", "SLEEPING", "--api", &server.api]);
+    assert!(!ok && err.contains("status:"), "{err}");
+}

@@ -946,3 +946,38 @@ fn answers_stay_whole_while_writers_change_weights() {
         "every write has its own index"
     );
 }
+
+#[test]
+fn a_status_change_takes_an_instance_out_of_dns_and_back() {
+    let server = Server::start(&[]);
+    web(&server);
+    let drain = json!({"status": "OUT_OF_SERVICE"});
+    assert_eq!(
+        server
+            .call(
+                "PUT",
+                "/v1/services/web/instances/web-2/status",
+                Some(drain)
+            )
+            .0,
+        200
+    );
+    assert_eq!(
+        addresses(&server.query("web.service.internal.", RecordType::A).answers),
+        ["10.0.0.5"]
+    );
+    let up = json!({"status": "UP"});
+    assert_eq!(
+        server
+            .call("PUT", "/v1/services/web/instances/web-2/status", Some(up))
+            .0,
+        200
+    );
+    assert_eq!(
+        server
+            .query("web.service.internal.", RecordType::A)
+            .answers
+            .len(),
+        2
+    );
+}

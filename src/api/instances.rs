@@ -12,8 +12,8 @@ use super::body::read_object;
 use super::error::ApiError;
 use super::{ApiState, serialized_with_index, with_index};
 use crate::registry::codec::{InstanceJson, spec_from};
-use crate::registry::model::Instance;
 use crate::registry::model::{Cluster, InstanceId, InstanceSpec, ServiceName, ValidationError};
+use crate::registry::model::{Instance, Status};
 
 /// Fields a registration body may carry.
 const FIELDS: &[&str] = &[
@@ -115,17 +115,33 @@ pub async fn put(
     Ok(instance_reply(registry.index(), &service, &instance))
 }
 
-/// `GET`: one instance.
+/// `GET`: one instance; a blocking read with `?index=N&wait=30s`.
 pub async fn get(
     State(ApiState { registry, .. }): State<ApiState>,
     Path((service, id)): Path<(String, String)>,
+    Query(params): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
     let (service, id) = names(&service, &id)?;
+    super::block(&registry, &params).await?;
     let index = registry.index();
     let instance = registry.instance(&service, &id).ok_or_else(|| {
         ApiError::NotFound(format!("instance {id} of service {service} not found"))
     })?;
     Ok(instance_reply(index, &service, &instance))
+}
+
+/// `PUT .../status`: sets the status (`STARTING`, `UP`, `OUT_OF_SERVICE`)
+/// and keeps the rest of the registration.
+pub async fn put_status(
+    State(ApiState { registry, .. }): State<ApiState>,
+    Path((service, id)): Path<(String, String)>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let (service, id) = names(&service, &id)?;
+    let mut f = read_object(body, &["status"])?;
+    let status = Status::parse(&f.required_str("status")?)?;
+    let instance = registry.set_status(&service, &id, status).await?;
+    Ok(instance_reply(registry.index(), &service, &instance))
 }
 
 /// `DELETE`: deregister. `?cas=N` deletes only at modify index N.

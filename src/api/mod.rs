@@ -54,6 +54,10 @@ pub fn router(registry: Arc<Registry>, default_cluster: Cluster) -> Router {
                 .put(instances::put)
                 .delete(instances::delete),
         )
+        .route(
+            "/v1/services/{service}/instances/{id}/status",
+            put(instances::put_status),
+        )
         .route("/v1/export", get(backup::export))
         .route(
             "/v1/import",
@@ -88,6 +92,31 @@ fn with_index(index: u64, mut body: serde_json::Value) -> Response {
         .headers_mut()
         .insert(INDEX_HEADER, HeaderValue::from(index));
     response
+}
+
+/// Longest a blocking read waits, and how long it waits when it names no `wait`.
+const MAX_WAIT: std::time::Duration = std::time::Duration::from_secs(600);
+const DEFAULT_WAIT: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// A blocking read (`?index=N&wait=30s`, as in Consul): waits until the
+/// registry index passes N, or for `wait` (default 5 min, at most 10 min).
+/// Without `index` it does not wait.
+async fn block(
+    registry: &Registry,
+    params: &std::collections::HashMap<String, String>,
+) -> Result<(), ApiError> {
+    let Some(index) = params.get("index") else {
+        return Ok(());
+    };
+    let index: u64 = index
+        .parse()
+        .map_err(|_| ApiError::bad_field("index", format!("{index:?} is not an index")))?;
+    let wait = match params.get("wait") {
+        None => DEFAULT_WAIT,
+        Some(w) => crate::registry::model::parse_duration("wait", w)?.min(MAX_WAIT),
+    };
+    registry.wait_past(index, wait).await;
+    Ok(())
 }
 
 /// `body` as JSON (it carries `index` itself), with the index header.

@@ -2,7 +2,9 @@
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, State};
+use std::collections::HashMap;
+
+use axum::extract::{Path, Query, State};
 use axum::response::Response;
 use serde_json::{Value, json};
 
@@ -12,8 +14,13 @@ use super::{ApiState, with_index};
 use crate::registry::codec::{SETTINGS_FIELDS, instance_to_json, settings_from, settings_to_json};
 use crate::registry::model::ServiceName;
 
-/// `GET /v1/services`: every service with its instance counts.
-pub async fn list(State(ApiState { registry, .. }): State<ApiState>) -> Response {
+/// `GET /v1/services`: every service with its instance counts; a blocking
+/// read with `?index=N&wait=30s`.
+pub async fn list(
+    State(ApiState { registry, .. }): State<ApiState>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    super::block(&registry, &params).await?;
     let index = registry.index();
     let services: Vec<Value> = registry
         .services()
@@ -27,15 +34,18 @@ pub async fn list(State(ApiState { registry, .. }): State<ApiState>) -> Response
             })
         })
         .collect();
-    with_index(index, json!({ "services": services }))
+    Ok(with_index(index, json!({ "services": services })))
 }
 
-/// `GET /v1/services/{service}`: settings and every instance.
+/// `GET /v1/services/{service}`: settings and every instance; a blocking
+/// read with `?index=N&wait=30s`.
 pub async fn get(
     State(ApiState { registry, .. }): State<ApiState>,
     Path(service): Path<String>,
+    Query(params): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
     let name = ServiceName::parse(&service)?;
+    super::block(&registry, &params).await?;
     let index = registry.index();
     let state = registry
         .service(&name)

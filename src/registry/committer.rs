@@ -13,7 +13,7 @@ use std::sync::atomic::Ordering;
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::model::{Instance, InstanceId, InstanceSpec, ServiceName, ServiceSettings};
+use super::model::{Instance, InstanceId, InstanceSpec, ServiceName, ServiceSettings, Status};
 use super::store::{Change, StoredState};
 use super::{RegistryError, Shared, service_names, service_state};
 
@@ -36,6 +36,11 @@ pub(super) enum Write {
     PutSettings {
         service: ServiceName,
         settings: ServiceSettings,
+    },
+    SetStatus {
+        service: ServiceName,
+        id: InstanceId,
+        status: Status,
     },
     Restore {
         backup: StoredState,
@@ -166,6 +171,25 @@ impl<'s> Plan<'s> {
                     .push(Change::DeleteInstance { service, id, index });
                 Ok(Written::Index(index))
             }
+            Write::SetStatus {
+                service,
+                id,
+                status,
+            } => {
+                let Some(existing) = self.instance(&service, &id) else {
+                    return Err(RegistryError::NotFound(format!(
+                        "instance {id} of service {service}"
+                    )));
+                };
+                let mut spec = existing.spec.clone();
+                spec.status = status;
+                self.plan(Write::PutInstance {
+                    service,
+                    id,
+                    spec,
+                    cas: Some(existing.modify_index),
+                })
+            }
             Write::PutSettings { service, settings } => {
                 let current = self
                     .settings
@@ -281,6 +305,7 @@ async fn commit_batch(shared: &Shared, batch: Vec<Queued>) {
                 state.apply(change);
             }
             shared.index.store(state.index, Ordering::Release);
+            shared.changes.send_replace(state.index);
         }
         let index = shared.index.load(Ordering::Acquire);
         let states: Vec<_> = {

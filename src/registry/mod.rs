@@ -96,6 +96,8 @@ struct Shared {
     index: AtomicU64,
     /// Told of every change (the DNS projection, in the server).
     observer: Arc<dyn Observer>,
+    /// The index after each commit round, for blocking reads.
+    changes: tokio::sync::watch::Sender<u64>,
 }
 
 /// The registry. Cheap to share behind an `Arc`.
@@ -120,6 +122,7 @@ impl Registry {
         let state = store.load().await?;
         let shared = Arc::new(Shared {
             store,
+            changes: tokio::sync::watch::Sender::new(state.index),
             index: AtomicU64::new(state.index),
             state: RwLock::new(state),
             observer,
@@ -192,6 +195,34 @@ impl Registry {
             cas,
         };
         self.write(write).await.map(Written::index)
+    }
+
+    /// Sets the status of `id` of `service`, keeping the rest of its
+    /// registration; returns the instance as it now is (its index unchanged
+    /// when it already had that status).
+    pub async fn set_status(
+        &self,
+        service: &ServiceName,
+        id: &InstanceId,
+        status: model::Status,
+    ) -> Result<Arc<Instance>, RegistryError> {
+        let write = Write::SetStatus {
+            service: service.clone(),
+            id: id.clone(),
+            status,
+        };
+        match self.write(write).await? {
+            Written::Instance(instance) => Ok(instance),
+            Written::Index(_) => unreachable!("a status change answers with the instance"),
+        }
+    }
+
+    /// Waits until the index passes `index`, or for `wait`, whichever comes
+    /// first; returns the index then (Consul-style blocking reads).
+    pub async fn wait_past(&self, index: u64, wait: std::time::Duration) -> u64 {
+        let mut changes = self.shared.changes.subscribe();
+        let _ = tokio::time::timeout(wait, changes.wait_for(|now| *now > index)).await;
+        self.index()
     }
 
     /// Sets a service's settings; returns the index of the change (unchanged
