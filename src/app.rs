@@ -136,11 +136,11 @@ pub async fn serve(
 
     let mut dns = crate::dns::serve(DnsHandler::new(zones, QueryRng::new(args.seed)), listeners);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let api = axum::serve(http, crate::api::router(registry.clone(), cluster.clone()))
-        .with_graceful_shutdown(async move {
-            let mut stop_rx = stop_rx;
-            let _ = stop_rx.wait_for(|stop| *stop).await;
-        });
+    let router = crate::api::router(registry.clone(), cluster.clone(), stop_rx.clone());
+    let api = axum::serve(http, router).with_graceful_shutdown(async move {
+        let mut stop_rx = stop_rx;
+        let _ = stop_rx.wait_for(|stop| *stop).await;
+    });
 
     // Tests and scripts read these two lines to find the ports.
     println!("dns listening on {dns_addr} (udp, tcp) zone {domain} cluster {cluster}");

@@ -5,7 +5,9 @@ use serde_json::{Map, Value, json};
 use std::io::{Read, Write};
 use std::sync::Arc;
 
-use crate::config::{DeregisterArgs, ExportArgs, ImportArgs, ListArgs, RegisterArgs, StatusArgs};
+use crate::config::{
+    DeregisterArgs, ExportArgs, ImportArgs, ListArgs, RegisterArgs, StatusArgs, WatchArgs,
+};
 use crate::registry::codec::{state_from_json, state_to_json};
 use crate::registry::store::redb::{DataDirError, RedbStore};
 use crate::registry::{Observer, Registry, RegistryError, ServiceState};
@@ -183,6 +185,116 @@ pub async fn status(args: StatusArgs) -> Result<(), ClientError> {
         reply["index"]
     );
     Ok(())
+}
+
+/// `signpost watch`: follows `/v1/watch`, printing one line per change, and
+/// reconnects from the last index seen if the connection drops.
+pub async fn watch(args: WatchArgs) -> Result<(), ClientError> {
+    let client = reqwest::Client::new();
+    let mut last = args.index;
+    let mut failures = 0;
+    loop {
+        let mut url = format!("{}/v1/watch?", base(&args.api.api));
+        if let Some(service) = &args.service {
+            url.push_str(&format!("service={service}&"));
+        }
+        if let Some(index) = last {
+            url.push_str(&format!("index={index}"));
+        }
+        let response = match client.get(&url).send().await {
+            Ok(r) if r.status().is_success() => r,
+            Ok(r) => {
+                let status = r.status();
+                let value: Value = r.json().await.unwrap_or(Value::Null);
+                let message = value["error"]
+                    .as_str()
+                    .unwrap_or("request failed")
+                    .to_string();
+                return Err(ClientError::Refused { status, message });
+            }
+            Err(error) if failures < 30 && last.is_some() => {
+                failures += 1;
+                eprintln!(
+                    "connection lost ({error}); reconnecting from index {}",
+                    last.unwrap_or(0)
+                );
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                continue;
+            }
+            Err(error) => {
+                return Err(ClientError::Unreachable {
+                    api: base(&args.api.api).to_string(),
+                    cause: error.to_string(),
+                });
+            }
+        };
+        failures = 0;
+        let mut response = response;
+        let mut text = String::new();
+        while let Ok(Some(chunk)) = response.chunk().await {
+            text.push_str(&String::from_utf8_lossy(&chunk));
+            while let Some(end) = text.find("\n\n") {
+                let block: String = text.drain(..end + 2).collect();
+                let field = |name: &str| {
+                    block.lines().find_map(|l| {
+                        l.strip_prefix(name)
+                            .and_then(|v| v.strip_prefix(':'))
+                            .map(str::trim)
+                    })
+                };
+                let (Some(kind), Some(id), Some(data)) =
+                    (field("event"), field("id"), field("data"))
+                else {
+                    continue;
+                };
+                last = id.parse().ok().or(last);
+                if args.json {
+                    println!("{data}");
+                } else {
+                    println!(
+                        "{}",
+                        describe(kind, &serde_json::from_str(data).unwrap_or(Value::Null))
+                    );
+                }
+            }
+        }
+        // The stream ended (server restart or shutdown): resume from `last`.
+        if last.is_none() {
+            return Ok(());
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+}
+
+/// One line for a watch event.
+fn describe(kind: &str, event: &Value) -> String {
+    let text = |v: &Value| match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    let index = text(&event["index"]);
+    let service = text(&event["service"]);
+    match kind {
+        "put" => {
+            let i = &event["instance"];
+            format!(
+                "index {index}: put {service}/{} {}:{} weight {} priority {} {}",
+                text(&i["id"]),
+                text(&i["address"]),
+                text(&i["port"]),
+                text(&i["weight"]),
+                text(&i["priority"]),
+                text(&i["status"])
+            )
+        }
+        "delete" => format!("index {index}: delete {service}/{}", text(&event["id"])),
+        "settings" => format!(
+            "index {index}: settings {service} lb {}",
+            text(&event["settings"]["lb"])
+        ),
+        "reset" => format!("index {index}: reset (everything may have changed; read it again)"),
+        other => format!("index {index}: {other}"),
+    }
 }
 
 /// `signpost list`.

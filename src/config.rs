@@ -36,6 +36,8 @@ pub enum Command {
     List(ListArgs),
     /// Set an instance's status: STARTING, UP or OUT_OF_SERVICE (drain).
     Status(StatusArgs),
+    /// Print changes as they are committed (all services, or one).
+    Watch(WatchArgs),
     /// Write the whole registry as JSON (a backup), from a running server or
     /// from a data directory no server is using.
     Export(ExportArgs),
@@ -158,6 +160,22 @@ pub struct StatusArgs {
     pub id: String,
     /// STARTING, UP or OUT_OF_SERVICE.
     pub status: String,
+    /// The admin API.
+    #[command(flatten)]
+    pub api: ApiArgs,
+}
+
+/// `signpost watch`.
+#[derive(Debug, Clone, Args)]
+pub struct WatchArgs {
+    /// Service to watch; every service when absent.
+    pub service: Option<String>,
+    /// Start after this index (replays what came after it); now when absent.
+    #[arg(long)]
+    pub index: Option<u64>,
+    /// Print each event's JSON instead of a line of text.
+    #[arg(long)]
+    pub json: bool,
     /// The admin API.
     #[command(flatten)]
     pub api: ApiArgs,

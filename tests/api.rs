@@ -19,14 +19,22 @@ impl Observer for Nobody {
     fn services_changed(&self, _: &[ServiceState], _: u64) {}
 }
 
-struct Api(axum::Router);
+/// The router, and the server's stop signal (kept, never sent).
+struct Api(
+    axum::Router,
+    #[allow(dead_code)] tokio::sync::watch::Sender<bool>,
+);
 
 impl Api {
     async fn new() -> Self {
         let registry = Registry::open(Arc::new(MemoryStore::new()), Arc::new(Nobody))
             .await
             .unwrap();
-        Self(router(Arc::new(registry), Cluster::parse("dc1").unwrap()))
+        let (stop, stopping) = tokio::sync::watch::channel(false);
+        Self(
+            router(Arc::new(registry), Cluster::parse("dc1").unwrap(), stopping),
+            stop,
+        )
     }
 
     async fn raw(&self, method: &str, path: &str, body: Vec<u8>) -> (StatusCode, u64, Value) {
@@ -455,5 +463,104 @@ async fn blocking_reads_wake_on_a_change_and_time_out_without_one() {
     assert_eq!(
         (status, err["field"].as_str()),
         (StatusCode::UNPROCESSABLE_ENTITY, Some("wait"))
+    );
+}
+
+/// Reads SSE events (`event` name and `id`) from a watch response until
+/// `count` have arrived.
+async fn sse_events(body: &mut axum::body::Body, count: usize) -> Vec<(String, u64, Value)> {
+    let mut text = String::new();
+    let mut events = Vec::new();
+    while events.len() < count {
+        let frame = tokio::time::timeout(std::time::Duration::from_secs(10), body.frame())
+            .await
+            .expect("an event within 10 s")
+            .expect("the stream goes on")
+            .unwrap();
+        if let Ok(data) = frame.into_data() {
+            text.push_str(&String::from_utf8_lossy(&data));
+        }
+        while let Some(end) = text.find("\n\n") {
+            let block: String = text.drain(..end + 2).collect();
+            let field = |name: &str| {
+                block.lines().find_map(|l| {
+                    l.strip_prefix(&format!("{name}:"))
+                        .map(|v| v.trim().to_string())
+                })
+            };
+            if let (Some(kind), Some(id), Some(data)) = (field("event"), field("id"), field("data"))
+            {
+                events.push((
+                    kind,
+                    id.parse().unwrap(),
+                    serde_json::from_str(&data).unwrap(),
+                ));
+            }
+        }
+    }
+    events
+}
+
+impl Api {
+    async fn watch(&self, query: &str, last_event_id: Option<u64>) -> axum::body::Body {
+        let mut request = Request::builder().uri(format!("/v1/watch{query}"));
+        if let Some(id) = last_event_id {
+            request = request.header("last-event-id", id.to_string());
+        }
+        let response = self
+            .0
+            .clone()
+            .oneshot(request.body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        response.into_body()
+    }
+}
+
+#[tokio::test]
+async fn the_watch_stream_resumes_without_missing_a_change() {
+    let api = Api::new().await;
+    api.put(WEB1, json!({"address": "10.0.0.5", "port": 80}))
+        .await; // index 1
+    let mut all = api.watch("?index=0", None).await;
+    let mut only_api = api.watch("?service=api&index=0", None).await;
+    assert_eq!(
+        sse_events(&mut all, 1).await[0].0,
+        "put",
+        "replays from the index given"
+    );
+    api.put(
+        "/v1/services/web/instances/web-2",
+        json!({"address": "10.0.0.6", "port": 80}),
+    )
+    .await; // 2
+    api.call("DELETE", WEB1, None).await; // 3
+    api.put("/v1/services/api", json!({"lb": "hash"})).await; // 4
+    let seen = sse_events(&mut all, 3).await;
+    let kinds: Vec<(&str, u64)> = seen.iter().map(|(k, i, _)| (k.as_str(), *i)).collect();
+    assert_eq!(kinds, [("put", 2), ("delete", 3), ("settings", 4)]);
+    assert_eq!(seen[0].2["instance"]["address"], "10.0.0.6");
+    assert_eq!(seen[1].2["id"], "web-1");
+    // Filtered to one service.
+    let api_only = sse_events(&mut only_api, 1).await;
+    assert_eq!((api_only[0].0.as_str(), api_only[0].1), ("settings", 4));
+    // Reconnecting with the last id seen gets exactly what came after.
+    let mut resumed = api.watch("", Some(2)).await;
+    let after: Vec<u64> = sse_events(&mut resumed, 2)
+        .await
+        .iter()
+        .map(|e| e.1)
+        .collect();
+    assert_eq!(after, [3, 4]);
+    // An import tells watchers to start over.
+    let (_, _, export) = api.call("GET", "/v1/export", None).await;
+    api.call("PUT", "/v1/import?replace=true", Some(export))
+        .await;
+    assert_eq!(sse_events(&mut all, 1).await[0].0, "reset");
+    let (status, _, err) = api.call("GET", "/v1/watch?index=soon", None).await;
+    assert_eq!(
+        (status, err["field"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("index"))
     );
 }

@@ -216,3 +216,54 @@ fn status_drains_an_instance_from_the_cli() {
     let (ok, _, err) = run(&["status", "web", "w1", "SLEEPING", "--api", &server.api]);
     assert!(!ok && err.contains("status:"), "{err}");
 }
+
+#[test]
+fn watch_prints_changes_as_they_happen() {
+    use std::io::BufRead;
+    let server = Server::start(&[]);
+    let mut watcher = std::process::Command::new(binary())
+        .args(["watch", "web", "--index", "0", "--api", &server.api])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (lines_tx, lines) = std::sync::mpsc::channel();
+    let stdout = watcher.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = lines_tx.send(line);
+        }
+    });
+    server.register("web", "w1", support::instance("10.0.0.5", 80));
+    server.register("other", "o1", support::instance("10.0.0.9", 80));
+    server.call("DELETE", "/v1/services/web/instances/w1", None);
+    let next = || {
+        lines
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("a line within 10 s")
+    };
+    let first = next();
+    assert!(first.contains("put web/w1 10.0.0.5:80"), "{first}");
+    let second = next();
+    assert!(second.contains("delete web/w1"), "{second}");
+    let _ = watcher.kill();
+    let _ = watcher.wait();
+}
+
+#[test]
+fn sigterm_ends_open_watch_streams_and_exits_cleanly() {
+    let server = Server::start(&[]);
+    let watch = reqwest::blocking::Client::new()
+        .get(format!("{}/v1/watch", server.api))
+        .send()
+        .expect("the watch stream opens");
+    assert_eq!(watch.status(), 200);
+    let status = server.terminate_within(std::time::Duration::from_secs(30));
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "{status:?}: an open watch must not hold up shutdown"
+    );
+    drop(watch);
+}

@@ -103,6 +103,7 @@ pub async fn put(
     State(ApiState {
         registry,
         default_cluster,
+        ..
     }): State<ApiState>,
     Path((service, id)): Path<(String, String)>,
     Query(params): Query<HashMap<String, String>>,

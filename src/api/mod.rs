@@ -7,6 +7,7 @@ mod body;
 mod error;
 mod instances;
 mod services;
+mod watch;
 
 use std::sync::Arc;
 
@@ -30,16 +31,24 @@ pub struct ApiState {
     pub registry: Arc<Registry>,
     /// The cluster of instances registered without one: the server's own.
     pub default_cluster: Cluster,
+    /// Becomes true when the server stops: long-lived answers (watch
+    /// streams) end so that shutdown does not wait on them.
+    pub stopping: tokio::sync::watch::Receiver<bool>,
 }
 
 /// Header carrying the registry index on every response.
 pub const INDEX_HEADER: HeaderName = HeaderName::from_static("x-signpost-index");
 
 /// The admin API over `registry`; instances registered without a cluster go
-/// to `default_cluster`.
-pub fn router(registry: Arc<Registry>, default_cluster: Cluster) -> Router {
+/// to `default_cluster`; watch streams end when `stopping` turns true.
+pub fn router(
+    registry: Arc<Registry>,
+    default_cluster: Cluster,
+    stopping: tokio::sync::watch::Receiver<bool>,
+) -> Router {
     let state = ApiState {
         registry: registry.clone(),
+        stopping,
         default_cluster,
     };
     Router::new()
@@ -58,6 +67,7 @@ pub fn router(registry: Arc<Registry>, default_cluster: Cluster) -> Router {
             "/v1/services/{service}/instances/{id}/status",
             put(instances::put_status),
         )
+        .route("/v1/watch", get(watch::watch))
         .route("/v1/export", get(backup::export))
         .route(
             "/v1/import",

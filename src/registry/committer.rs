@@ -305,6 +305,11 @@ async fn commit_batch(shared: &Shared, batch: Vec<Queued>) {
                 state.apply(change);
             }
             shared.index.store(state.index, Ordering::Release);
+            let mut log = shared.events.lock();
+            for change in &changes {
+                log.push(change.into());
+            }
+            drop(log);
             shared.changes.send_replace(state.index);
         }
         let index = shared.index.load(Ordering::Acquire);

@@ -11,6 +11,7 @@
 
 pub mod codec;
 mod committer;
+pub mod events;
 pub mod model;
 pub mod store;
 
@@ -96,8 +97,10 @@ struct Shared {
     index: AtomicU64,
     /// Told of every change (the DNS projection, in the server).
     observer: Arc<dyn Observer>,
-    /// The index after each commit round, for blocking reads.
+    /// The index after each commit round, for blocking reads and watches.
     changes: tokio::sync::watch::Sender<u64>,
+    /// Recent changes, for watches.
+    events: parking_lot::Mutex<events::EventLog>,
 }
 
 /// The registry. Cheap to share behind an `Arc`.
@@ -123,6 +126,7 @@ impl Registry {
         let shared = Arc::new(Shared {
             store,
             changes: tokio::sync::watch::Sender::new(state.index),
+            events: parking_lot::Mutex::new(events::EventLog::new(state.index)),
             index: AtomicU64::new(state.index),
             state: RwLock::new(state),
             observer,
@@ -223,6 +227,12 @@ impl Registry {
         let mut changes = self.shared.changes.subscribe();
         let _ = tokio::time::timeout(wait, changes.wait_for(|now| *now > index)).await;
         self.index()
+    }
+
+    /// The committed changes after `index`, in order; `None` when some are
+    /// no longer kept (read the whole state again, then go on from its index).
+    pub fn changes_after(&self, index: u64) -> Option<Vec<events::ChangeEvent>> {
+        self.shared.events.lock().after(index)
     }
 
     /// Sets a service's settings; returns the index of the change (unchanged

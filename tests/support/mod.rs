@@ -101,6 +101,23 @@ impl Server {
         self.child.wait().unwrap()
     }
 
+    /// Sends SIGTERM and waits up to `limit` for the exit; `None` (after a
+    /// SIGKILL) if the server did not stop in time.
+    pub fn terminate_within(mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        let deadline = std::time::Instant::now() + limit;
+        while std::time::Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
     /// `PUT` an instance; returns (status, body).
     pub fn register(&self, service: &str, id: &str, body: Value) -> (u16, Value) {
         self.call(
