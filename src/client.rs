@@ -6,7 +6,8 @@ use std::io::{Read, Write};
 use std::sync::Arc;
 
 use crate::config::{
-    DeregisterArgs, ExportArgs, ImportArgs, ListArgs, RegisterArgs, StatusArgs, WatchArgs,
+    DeregisterArgs, ExportArgs, HeartbeatArgs, ImportArgs, ListArgs, RegisterArgs, StatusArgs,
+    WatchArgs,
 };
 use crate::registry::codec::{state_from_json, state_to_json};
 use crate::registry::store::redb::{DataDirError, RedbStore};
@@ -134,6 +135,8 @@ pub async fn register(args: RegisterArgs) -> Result<(), ClientError> {
         ("cluster", &args.cluster),
         ("ttl", &args.ttl),
         ("status", &args.status),
+        ("lease", &args.lease),
+        ("deregister_after", &args.deregister_after),
     ] {
         if let Some(v) = value {
             body.insert(key.into(), json!(v));
@@ -170,6 +173,28 @@ pub async fn deregister(args: DeregisterArgs) -> Result<(), ClientError> {
         args.service, args.id, reply["index"]
     );
     Ok(())
+}
+
+/// `signpost heartbeat`: renews once, or every `--every` until stopped.
+pub async fn heartbeat(args: HeartbeatArgs) -> Result<(), ClientError> {
+    let path = format!(
+        "/v1/services/{}/instances/{}/heartbeat",
+        args.service, args.id
+    );
+    loop {
+        let reply = call(reqwest::Method::PUT, &args.api.api, &path, None).await?;
+        println!(
+            "{}/{} is {}; lease {} left",
+            args.service,
+            args.id,
+            reply["instance"]["health"].as_str().unwrap_or_default(),
+            reply["lease_remaining"].as_str().unwrap_or("?")
+        );
+        match args.every {
+            Some(every) => tokio::time::sleep(every).await,
+            None => return Ok(()),
+        }
+    }
 }
 
 /// `signpost status`.
@@ -317,8 +342,8 @@ pub async fn list(args: ListArgs) -> Result<(), ClientError> {
     };
     if args.service.is_some() {
         println!(
-            "{:<24} {:<40} {:>6} {:>6} {:>8} {:<6} {:<14} TAGS",
-            "ID", "ADDRESS", "WEIGHT", "PRIO", "CLUSTER", "TTL", "STATUS"
+            "{:<24} {:<40} {:>6} {:>6} {:>8} {:<6} {:<14} {:<9} TAGS",
+            "ID", "ADDRESS", "WEIGHT", "PRIO", "CLUSTER", "TTL", "STATUS", "HEALTH"
         );
         for i in reply["instances"].as_array().into_iter().flatten() {
             let address = format!("{}:{}", text(&i["address"]), i["port"]);
@@ -329,7 +354,7 @@ pub async fn list(args: ListArgs) -> Result<(), ClientError> {
                 .map(text)
                 .collect();
             println!(
-                "{:<24} {:<40} {:>6} {:>6} {:>8} {:<6} {:<14} {}",
+                "{:<24} {:<40} {:>6} {:>6} {:>8} {:<6} {:<14} {:<9} {}",
                 text(&i["id"]),
                 address,
                 text(&i["weight"]),
@@ -337,6 +362,7 @@ pub async fn list(args: ListArgs) -> Result<(), ClientError> {
                 text(&i["cluster"]),
                 text(&i["ttl"]),
                 text(&i["status"]),
+                text(&i["health"]),
                 tags.join(",")
             );
         }

@@ -36,6 +36,8 @@ pub enum Command {
     List(ListArgs),
     /// Set an instance's status: STARTING, UP or OUT_OF_SERVICE (drain).
     Status(StatusArgs),
+    /// Renew an instance's lease, once or every interval.
+    Heartbeat(HeartbeatArgs),
     /// Print changes as they are committed (all services, or one).
     Watch(WatchArgs),
     /// Write the whole registry as JSON (a backup), from a running server or
@@ -134,6 +136,28 @@ pub struct RegisterArgs {
     /// STARTING, UP or OUT_OF_SERVICE.
     #[arg(long)]
     pub status: Option<String>,
+    /// Lease (`10s`): without a heartbeat for this long the instance turns
+    /// critical and leaves DNS.
+    #[arg(long)]
+    pub lease: Option<String>,
+    /// How long an instance whose lease lapsed stays before it is removed (`5m`).
+    #[arg(long)]
+    pub deregister_after: Option<String>,
+    /// The admin API.
+    #[command(flatten)]
+    pub api: ApiArgs,
+}
+
+/// `signpost heartbeat`.
+#[derive(Debug, Clone, Args)]
+pub struct HeartbeatArgs {
+    /// Service name.
+    pub service: String,
+    /// Instance id.
+    pub id: String,
+    /// Keep renewing at this interval instead of once (`3s`).
+    #[arg(long, value_parser = parse_duration)]
+    pub every: Option<Duration>,
     /// The admin API.
     #[command(flatten)]
     pub api: ApiArgs,

@@ -34,6 +34,7 @@ fn main() -> ExitCode {
             Command::Deregister(args) => signpost::client::deregister(args).await?,
             Command::List(args) => signpost::client::list(args).await?,
             Command::Status(args) => signpost::client::status(args).await?,
+            Command::Heartbeat(args) => signpost::client::heartbeat(args).await?,
             Command::Watch(args) => signpost::client::watch(args).await?,
             Command::Export(args) => signpost::client::export(args).await?,
             Command::Import(args) => signpost::client::import(args).await?,

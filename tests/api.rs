@@ -208,7 +208,12 @@ async fn every_bad_field_is_named_and_changes_nothing() {
         (with("status", json!("DOWN")), "status"),
         (with("id", json!("web-2")), "id"),
         (with("colour", json!("blue")), "colour"),
-        (with("lease", json!("10s")), "lease"),
+        (with("lease", json!("10ms")), "lease"),
+        (with("lease", json!("soon")), "lease"),
+        (
+            with("deregister_after", json!("30days")),
+            "deregister_after",
+        ),
         (with("checks", json!([])), "checks"),
     ];
     for (body, field) in cases {
@@ -562,5 +567,48 @@ async fn the_watch_stream_resumes_without_missing_a_change() {
     assert_eq!(
         (status, err["field"].as_str()),
         (StatusCode::BAD_REQUEST, Some("index"))
+    );
+}
+
+#[tokio::test]
+async fn heartbeats_renew_leases_and_name_what_is_wrong() {
+    let api = Api::new().await;
+    let hb = format!("{WEB1}/heartbeat");
+    assert_eq!(
+        api.call("PUT", &hb, None).await.0,
+        StatusCode::NOT_FOUND,
+        "unknown: register again"
+    );
+    api.put(WEB1, json!({"address": "10.0.0.5", "port": 80}))
+        .await;
+    let (status, _, err) = api.call("PUT", &hb, None).await;
+    assert_eq!(
+        (status, err["field"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("lease"))
+    );
+    api.put(
+        WEB1,
+        json!({"address": "10.0.0.5", "port": 80, "lease": "10s", "deregister_after": "1m"}),
+    )
+    .await;
+    let (status, index, reply) = api.call("PUT", &hb, None).await;
+    assert_eq!(
+        (status, index),
+        (StatusCode::OK, 2),
+        "a heartbeat is not a write"
+    );
+    assert_eq!(
+        (
+            reply["instance"]["lease"].as_str(),
+            reply["instance"]["deregister_after"].as_str(),
+            reply["instance"]["health"].as_str()
+        ),
+        (Some("10s"), Some("1m"), Some("passing"))
+    );
+    assert!(
+        reply["lease_remaining"]
+            .as_str()
+            .is_some_and(|r| r.ends_with('s') || r.ends_with("ms")),
+        "{reply}"
     );
 }

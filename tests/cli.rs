@@ -267,3 +267,33 @@ fn sigterm_ends_open_watch_streams_and_exits_cleanly() {
     );
     drop(watch);
 }
+
+#[test]
+fn leases_from_the_cli() {
+    let server = Server::start(&[]);
+    let (ok, _, err) = run(&[
+        "register",
+        "web",
+        "--id",
+        "w1",
+        "--address",
+        "10.0.0.5",
+        "--port",
+        "80",
+        "--lease",
+        "30s",
+        "--api",
+        &server.api,
+    ]);
+    assert!(ok, "{err}");
+    let (ok, out, err) = run(&["heartbeat", "web", "w1", "--api", &server.api]);
+    assert!(ok, "{err}");
+    assert!(out.contains("web/w1 is passing; lease"), "{out}");
+    let (ok, out, _) = run(&["list", "web", "--api", &server.api]);
+    assert!(
+        ok && out.contains("HEALTH") && out.contains("passing"),
+        "{out}"
+    );
+    let (ok, _, err) = run(&["heartbeat", "web", "nope", "--api", &server.api]);
+    assert!(!ok && err.contains("404"), "{err}");
+}

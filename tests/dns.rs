@@ -981,3 +981,44 @@ fn a_status_change_takes_an_instance_out_of_dns_and_back() {
         2
     );
 }
+
+#[test]
+fn a_lapsed_lease_leaves_dns_and_a_heartbeat_brings_it_back() {
+    let server = Server::start(&[]);
+    let mut body = instance("10.0.0.7", 80);
+    body["lease"] = json!("1s");
+    assert_eq!(server.register("leased", "l1", body).0, 200);
+    assert_eq!(
+        addresses(
+            &server
+                .query("leased.service.internal.", RecordType::A)
+                .answers
+        ),
+        ["10.0.0.7"]
+    );
+    // No heartbeat: gone once the second is up (polled, bounded; not a timing assertion).
+    let gone = (0..100).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        server
+            .query("leased.service.internal.", RecordType::A)
+            .answers
+            .is_empty()
+    });
+    assert!(gone, "still served 5 s after a 1 s lease lapsed");
+    let (_, instance) = server.call("GET", "/v1/services/leased/instances/l1", None);
+    assert_eq!(instance["instance"]["health"], "critical");
+    assert_eq!(
+        server
+            .call("PUT", "/v1/services/leased/instances/l1/heartbeat", None)
+            .0,
+        200
+    );
+    assert_eq!(
+        addresses(
+            &server
+                .query("leased.service.internal.", RecordType::A)
+                .answers
+        ),
+        ["10.0.0.7"]
+    );
+}

@@ -66,6 +66,9 @@ impl From<RegistryError> for ApiError {
     fn from(e: RegistryError) -> Self {
         match e {
             RegistryError::NotFound(what) => Self::NotFound(format!("{what} not found")),
+            e @ RegistryError::NoLease(_) => {
+                Self::Invalid(ValidationError::new("lease", e.to_string()))
+            }
             e @ RegistryError::Conflict { .. } => Self::Conflict(e.to_string()),
             RegistryError::Store(e) => {
                 tracing::warn!(error = %e, "store refused a write");

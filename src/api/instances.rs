@@ -11,9 +11,10 @@ use serde_json::json;
 use super::body::read_object;
 use super::error::ApiError;
 use super::{ApiState, serialized_with_index, with_index};
+use crate::registry::Registry;
 use crate::registry::codec::{InstanceJson, spec_from};
 use crate::registry::model::{Cluster, InstanceId, InstanceSpec, ServiceName, ValidationError};
-use crate::registry::model::{Instance, Status};
+use crate::registry::model::{Instance, Status, format_duration};
 
 /// Fields a registration body may carry.
 const FIELDS: &[&str] = &[
@@ -32,8 +33,8 @@ const FIELDS: &[&str] = &[
     "checks",
 ];
 
-/// Fields of DESIGN §1 that arrive with leases and health checks.
-const NOT_YET: &[&str] = &["lease", "deregister_after", "checks"];
+/// Fields of DESIGN §1 that arrive with health checks.
+const NOT_YET: &[&str] = &["checks"];
 
 /// Parses the path's service and id.
 fn names(service: &str, id: &str) -> Result<(ServiceName, InstanceId), ApiError> {
@@ -63,7 +64,7 @@ pub fn parse_spec(
         if f.take(field).is_some() {
             return Err(ValidationError::new(
                 *field,
-                "is not supported yet: leases and health checks are not implemented",
+                "is not supported yet: active health checks are not implemented",
             )
             .into());
         }
@@ -81,18 +82,31 @@ pub fn parse_spec(
 }
 
 /// `{"index": N, "instance": {...}}`, serialized without building a `Value`.
+/// With a lease, `lease_remaining` says how long until it lapses (or, once
+/// it has, until the instance is removed).
 #[derive(serde::Serialize)]
 struct InstanceReply<'a> {
     index: u64,
     instance: InstanceJson<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    lease_remaining: Option<String>,
 }
 
-fn instance_reply(index: u64, service: &ServiceName, instance: &Instance) -> Response {
+fn instance_reply(
+    registry: &Registry,
+    index: u64,
+    service: &ServiceName,
+    instance: &Instance,
+) -> Response {
+    let remaining = registry.lease_remaining(service, &instance.id);
     serialized_with_index(
         index,
         &InstanceReply {
             index,
             instance: InstanceJson::new(service, instance),
+            // Milliseconds are enough for a lease; humantime would print nanoseconds.
+            lease_remaining: remaining
+                .map(|d| format_duration(std::time::Duration::from_millis(d.as_millis() as u64))),
         },
     )
 }
@@ -113,7 +127,12 @@ pub async fn put(
     let cas = cas(&params)?;
     let spec = parse_spec(body, &id, &default_cluster)?;
     let instance = registry.put_instance(&service, &id, spec, cas).await?;
-    Ok(instance_reply(registry.index(), &service, &instance))
+    Ok(instance_reply(
+        &registry,
+        registry.index(),
+        &service,
+        &instance,
+    ))
 }
 
 /// `GET`: one instance; a blocking read with `?index=N&wait=30s`.
@@ -128,7 +147,7 @@ pub async fn get(
     let instance = registry.instance(&service, &id).ok_or_else(|| {
         ApiError::NotFound(format!("instance {id} of service {service} not found"))
     })?;
-    Ok(instance_reply(index, &service, &instance))
+    Ok(instance_reply(&registry, index, &service, &instance))
 }
 
 /// `PUT .../status`: sets the status (`STARTING`, `UP`, `OUT_OF_SERVICE`)
@@ -142,7 +161,28 @@ pub async fn put_status(
     let mut f = read_object(body, &["status"])?;
     let status = Status::parse(&f.required_str("status")?)?;
     let instance = registry.set_status(&service, &id, status).await?;
-    Ok(instance_reply(registry.index(), &service, &instance))
+    Ok(instance_reply(
+        &registry,
+        registry.index(),
+        &service,
+        &instance,
+    ))
+}
+
+/// `PUT .../heartbeat`: renews the lease. 404 for an unknown instance (the
+/// client should register again), 422 for one without a lease.
+pub async fn put_heartbeat(
+    State(ApiState { registry, .. }): State<ApiState>,
+    Path((service, id)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let (service, id) = names(&service, &id)?;
+    let instance = registry.heartbeat(&service, &id).await?;
+    Ok(instance_reply(
+        &registry,
+        registry.index(),
+        &service,
+        &instance,
+    ))
 }
 
 /// `DELETE`: deregister. `?cas=N` deletes only at modify index N.

@@ -67,6 +67,10 @@ pub fn router(
             "/v1/services/{service}/instances/{id}/status",
             put(instances::put_status),
         )
+        .route(
+            "/v1/services/{service}/instances/{id}/heartbeat",
+            put(instances::put_heartbeat),
+        )
         .route("/v1/watch", get(watch::watch))
         .route("/v1/export", get(backup::export))
         .route(

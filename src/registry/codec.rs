@@ -11,14 +11,25 @@ use serde::Serialize;
 use serde_json::{Map, Value, json};
 
 use super::model::{
-    Cluster, Instance, InstanceId, InstanceSpec, LbPolicy, MAX_TAGS, MAX_TTL, Meta, ServiceName,
-    ServiceSettings, Status, Tag, ValidationError, format_duration, parse_duration,
+    Cluster, Health, Instance, InstanceId, InstanceSpec, LbPolicy, MAX_LEASE, MAX_TAGS, MAX_TTL,
+    MIN_LEASE, Meta, ServiceName, ServiceSettings, Status, Tag, ValidationError, format_duration,
+    parse_duration,
 };
 use super::store::StoredState;
 
 /// Fields an instance spec has.
 pub const SPEC_FIELDS: &[&str] = &[
-    "address", "port", "weight", "priority", "tags", "meta", "cluster", "ttl", "status",
+    "address",
+    "port",
+    "weight",
+    "priority",
+    "tags",
+    "meta",
+    "cluster",
+    "ttl",
+    "status",
+    "lease",
+    "deregister_after",
 ];
 
 /// The fields of a JSON object, taken one at a time.
@@ -240,6 +251,26 @@ pub fn spec_from(
     if let Some(status) = f.str("status")? {
         spec.status = Status::parse(&status)?;
     }
+    let bounded = |field: &str, d: std::time::Duration, min: std::time::Duration| {
+        if d < min || d > MAX_LEASE {
+            Err(ValidationError::new(
+                field,
+                format!(
+                    "must be from {} to {}",
+                    format_duration(min),
+                    format_duration(MAX_LEASE)
+                ),
+            ))
+        } else {
+            Ok(d)
+        }
+    };
+    if let Some(lease) = f.duration("lease")? {
+        spec.lease = Some(bounded("lease", lease, MIN_LEASE)?);
+    }
+    if let Some(after) = f.duration("deregister_after")? {
+        spec.deregister_after = bounded("deregister_after", after, std::time::Duration::ZERO)?;
+    }
     Ok(spec)
 }
 
@@ -259,6 +290,10 @@ pub struct InstanceJson<'a> {
     cluster: &'a Cluster,
     ttl: String,
     status: Status,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    lease: Option<String>,
+    deregister_after: String,
+    health: Health,
     create_index: u64,
     modify_index: u64,
 }
@@ -279,6 +314,9 @@ impl<'a> InstanceJson<'a> {
             cluster: &i.cluster,
             ttl: format_duration(i.ttl),
             status: i.status,
+            lease: i.lease.map(format_duration),
+            deregister_after: format_duration(i.deregister_after),
+            health: instance.health,
             create_index: instance.create_index,
             modify_index: instance.modify_index,
         }
@@ -295,7 +333,7 @@ pub fn instance_from_json(value: Value) -> Result<(ServiceName, Instance), Valid
     let mut f = Fields::of(
         value,
         SPEC_FIELDS,
-        &["service", "id", "create_index", "modify_index"],
+        &["service", "id", "create_index", "modify_index", "health"],
     )?;
     let service = ServiceName::parse(&f.required_str("service")?)?;
     let id = InstanceId::parse(&f.required_str("id")?)?;
@@ -305,8 +343,15 @@ pub fn instance_from_json(value: Value) -> Result<(ServiceName, Instance), Valid
     let modify_index = f
         .int("modify_index", create_index, u64::MAX)?
         .ok_or_else(|| ValidationError::new("modify_index", "is required"))?;
+    let health = f
+        .str("health")?
+        .map(|h| Health::parse(&h))
+        .transpose()?
+        .unwrap_or_default();
     let spec = spec_from(&mut f, &Cluster::default())?;
-    Ok((service, spec.into_instance(id, create_index, modify_index)))
+    let mut instance = spec.into_instance(id, create_index, modify_index);
+    instance.health = health;
+    Ok((service, instance))
 }
 
 /// Fields service settings have.
@@ -460,7 +505,10 @@ mod tests {
         spec.meta = Meta::parse([("k".to_string(), "v=w".to_string())].into()).unwrap();
         spec.status = Status::OutOfService;
         spec.ttl = std::time::Duration::from_secs(30);
-        let instance = spec.into_instance(InstanceId::parse("w1").unwrap(), 3, 7);
+        spec.lease = Some(std::time::Duration::from_millis(1500));
+        spec.deregister_after = std::time::Duration::from_secs(90);
+        let mut instance = spec.into_instance(InstanceId::parse("w1").unwrap(), 3, 7);
+        instance.health = Health::Critical;
         state
             .instances
             .entry(web.clone())

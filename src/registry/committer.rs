@@ -13,7 +13,10 @@ use std::sync::atomic::Ordering;
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::model::{Instance, InstanceId, InstanceSpec, ServiceName, ServiceSettings, Status};
+use super::leases::{Due, Timer};
+use super::model::{
+    Health, Instance, InstanceId, InstanceSpec, ServiceName, ServiceSettings, Status,
+};
 use super::store::{Change, StoredState};
 use super::{RegistryError, Shared, service_names, service_state};
 
@@ -41,6 +44,17 @@ pub(super) enum Write {
         service: ServiceName,
         id: InstanceId,
         status: Status,
+    },
+    /// A lease timer came due (checked against the current timer first).
+    Timer {
+        service: ServiceName,
+        id: InstanceId,
+        timer: Timer,
+    },
+    /// A heartbeat for an instance whose lease had lapsed.
+    Revive {
+        service: ServiceName,
+        id: InstanceId,
     },
     Restore {
         backup: StoredState,
@@ -100,6 +114,45 @@ pub(super) async fn run(shared: Arc<Shared>, mut queue: mpsc::Receiver<Queued>) 
     }
 }
 
+/// Sleeps until the earliest lease timer, then hands the due ones to the
+/// committer. Ends when the registry is gone.
+pub(super) async fn run_leases(
+    shared: std::sync::Weak<Shared>,
+    moved: Arc<tokio::sync::Notify>,
+    queue: mpsc::WeakSender<Queued>,
+) {
+    loop {
+        let next = match shared.upgrade() {
+            Some(shared) => shared.leases.lock().next(),
+            None => return,
+        };
+        match next {
+            Some(at) => {
+                tokio::select! {
+                    () = tokio::time::sleep_until(at) => {}
+                    () = moved.notified() => continue,
+                }
+            }
+            None => {
+                moved.notified().await;
+                continue;
+            }
+        }
+        let (Some(shared), Some(queue)) = (shared.upgrade(), queue.upgrade()) else {
+            return;
+        };
+        let due = shared.leases.lock().take_due(tokio::time::Instant::now());
+        drop(shared);
+        for (service, id, timer) in due {
+            let (reply, _answer) = oneshot::channel();
+            let write = Write::Timer { service, id, timer };
+            if queue.send(Queued { write, reply }).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
 /// The committed state plus the changes accepted so far in this round.
 struct Plan<'s> {
     state: &'s StoredState,
@@ -127,6 +180,26 @@ impl<'s> Plan<'s> {
         }
     }
 
+    /// Plans `existing` with another health, its registration unchanged.
+    fn put_health(&mut self, service: ServiceName, existing: &Instance, health: Health) -> Written {
+        let index = self.next_index();
+        let instance = Arc::new(Instance {
+            health,
+            modify_index: index,
+            ..existing.clone()
+        });
+        self.instances.insert(
+            (service.clone(), existing.id.clone()),
+            Some(instance.clone()),
+        );
+        self.changes.push(Change::PutInstance {
+            service,
+            instance: instance.clone(),
+            index,
+        });
+        Written::Instance(instance)
+    }
+
     fn next_index(&mut self) -> u64 {
         self.index += 1;
         self.index
@@ -143,7 +216,12 @@ impl<'s> Plan<'s> {
             } => {
                 let existing = self.instance(&service, &id);
                 check_cas(cas, existing.as_deref(), &service, &id)?;
-                if let Some(existing) = existing.as_ref().filter(|e| e.spec == spec) {
+                // Registering again is a sign of life: it changes nothing only
+                // when the instance is already passing.
+                if let Some(existing) = existing
+                    .as_ref()
+                    .filter(|e| e.spec == spec && e.health == Health::Passing)
+                {
                     return Ok(Written::Instance(existing.clone()));
                 }
                 let index = self.next_index();
@@ -189,6 +267,37 @@ impl<'s> Plan<'s> {
                     spec,
                     cas: Some(existing.modify_index),
                 })
+            }
+            Write::Timer { service, id, timer } => {
+                let Some(existing) = self.instance(&service, &id) else {
+                    return Ok(Written::Index(self.index));
+                };
+                match timer.due {
+                    Due::Expire
+                        if existing.spec.lease.is_some() && existing.health != Health::Critical =>
+                    {
+                        Ok(self.put_health(service, &existing, Health::Critical))
+                    }
+                    Due::Reap if existing.health == Health::Critical => {
+                        self.plan(Write::DeleteInstance {
+                            service,
+                            id,
+                            cas: None,
+                        })
+                    }
+                    _ => Ok(Written::Index(self.index)),
+                }
+            }
+            Write::Revive { service, id } => {
+                let Some(existing) = self.instance(&service, &id) else {
+                    return Err(RegistryError::NotFound(format!(
+                        "instance {id} of service {service}"
+                    )));
+                };
+                if existing.health == Health::Passing {
+                    return Ok(Written::Instance(existing));
+                }
+                Ok(self.put_health(service, &existing, Health::Passing))
             }
             Write::PutSettings { service, settings } => {
                 let current = self
@@ -278,6 +387,13 @@ async fn commit_batch(shared: &Shared, batch: Vec<Queued>) {
         let state = shared.state.read();
         let mut plan = Plan::new(&state, shared.index.load(Ordering::Acquire));
         for Queued { write, reply } in batch {
+            // A timer that a heartbeat has since replaced is void.
+            if let Write::Timer { service, id, timer } = &write
+                && shared.leases.lock().timer(service, id) != Some(*timer)
+            {
+                let _ = reply.send(Ok(Written::Index(plan.index)));
+                continue;
+            }
             match plan.plan(write) {
                 Ok(written) => accepted.push((reply, written)),
                 Err(error) => {
@@ -310,6 +426,13 @@ async fn commit_batch(shared: &Shared, batch: Vec<Queued>) {
                 log.push(change.into());
             }
             drop(log);
+            let now = tokio::time::Instant::now();
+            let mut leases = shared.leases.lock();
+            for change in &changes {
+                leases.apply(change, now);
+            }
+            drop(leases);
+            shared.lease_moved.notify_one();
             shared.changes.send_replace(state.index);
         }
         let index = shared.index.load(Ordering::Acquire);

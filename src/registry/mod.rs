@@ -12,6 +12,7 @@
 pub mod codec;
 mod committer;
 pub mod events;
+mod leases;
 pub mod model;
 pub mod store;
 
@@ -68,6 +69,9 @@ pub enum RegistryError {
         /// The index it is at (0 when absent).
         actual: u64,
     },
+    /// A heartbeat for an instance registered without a lease.
+    #[error("{0} has no lease to renew; register it with a lease")]
+    NoLease(String),
     /// The store failed; nothing was changed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -101,6 +105,10 @@ struct Shared {
     changes: tokio::sync::watch::Sender<u64>,
     /// Recent changes, for watches.
     events: parking_lot::Mutex<events::EventLog>,
+    /// Lease timers (in memory; see `leases`).
+    leases: parking_lot::Mutex<leases::Leases>,
+    /// Wakes the lease task when a deadline may have moved earlier.
+    lease_moved: Arc<tokio::sync::Notify>,
 }
 
 /// The registry. Cheap to share behind an `Arc`.
@@ -127,6 +135,11 @@ impl Registry {
             store,
             changes: tokio::sync::watch::Sender::new(state.index),
             events: parking_lot::Mutex::new(events::EventLog::new(state.index)),
+            leases: parking_lot::Mutex::new(leases::Leases::restore(
+                &state,
+                tokio::time::Instant::now(),
+            )),
+            lease_moved: Arc::new(tokio::sync::Notify::new()),
             index: AtomicU64::new(state.index),
             state: RwLock::new(state),
             observer,
@@ -137,6 +150,11 @@ impl Registry {
             .services_changed(&shared.all_services(), index);
         let (queue, receiver) = mpsc::channel(QUEUE_DEPTH);
         tokio::spawn(committer::run(shared.clone(), receiver));
+        tokio::spawn(committer::run_leases(
+            Arc::downgrade(&shared),
+            shared.lease_moved.clone(),
+            queue.downgrade(),
+        ));
         Ok(Self { shared, queue })
     }
 
@@ -219,6 +237,54 @@ impl Registry {
             Written::Instance(instance) => Ok(instance),
             Written::Index(_) => unreachable!("a status change answers with the instance"),
         }
+    }
+
+    /// A heartbeat: renews the lease of `id` of `service`. An alive instance
+    /// is renewed in memory (no disk write); one whose lease had lapsed is
+    /// made passing again, durably. An instance without a lease is refused.
+    pub async fn heartbeat(
+        &self,
+        service: &ServiceName,
+        id: &InstanceId,
+    ) -> Result<Arc<Instance>, RegistryError> {
+        let instance = self.instance(service, id).ok_or_else(|| {
+            RegistryError::NotFound(format!("instance {id} of service {service}"))
+        })?;
+        if instance.spec.lease.is_none() {
+            return Err(RegistryError::NoLease(format!(
+                "instance {id} of service {service}"
+            )));
+        }
+        if instance.health == model::Health::Critical {
+            let write = Write::Revive {
+                service: service.clone(),
+                id: id.clone(),
+            };
+            return match self.write(write).await? {
+                Written::Instance(instance) => Ok(instance),
+                Written::Index(_) => unreachable!("a revival answers with the instance"),
+            };
+        }
+        self.shared
+            .leases
+            .lock()
+            .renew(service, &instance, tokio::time::Instant::now());
+        Ok(instance)
+    }
+
+    /// How long until the lease of `id` of `service` lapses (or, once it has,
+    /// until the instance is removed), if it has a lease.
+    pub fn lease_remaining(
+        &self,
+        service: &ServiceName,
+        id: &InstanceId,
+    ) -> Option<std::time::Duration> {
+        let timer = self.shared.leases.lock().timer(service, id)?;
+        Some(
+            timer
+                .at
+                .saturating_duration_since(tokio::time::Instant::now()),
+        )
     }
 
     /// Waits until the index passes `index`, or for `wait`, whichever comes
@@ -571,5 +637,129 @@ mod tests {
             21,
             "never backwards"
         );
+    }
+
+    fn leased(port: u16, lease: u64, deregister_after: u64) -> InstanceSpec {
+        let mut s = spec(port);
+        s.lease = Some(std::time::Duration::from_secs(lease));
+        s.deregister_after = std::time::Duration::from_secs(deregister_after);
+        s
+    }
+
+    fn health(
+        registry: &Registry,
+        service: &ServiceName,
+        id: &InstanceId,
+    ) -> Option<model::Health> {
+        registry.instance(service, id).map(|i| i.health)
+    }
+
+    async fn sleep_ms(ms: u64) {
+        tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lapsed_lease_turns_critical_and_then_the_instance_goes() {
+        use model::Health::{Critical, Passing};
+        let (registry, seen) = open().await;
+        let (web, id) = (
+            ServiceName::parse("web").unwrap(),
+            InstanceId::parse("w1").unwrap(),
+        );
+        registry
+            .put_instance(&web, &id, leased(80, 10, 60), None)
+            .await
+            .unwrap();
+        sleep_ms(9_900).await;
+        assert_eq!(health(&registry, &web, &id), Some(Passing));
+        // A heartbeat moves the deadline to 19.9 s, without a write.
+        let index = registry.index();
+        registry.heartbeat(&web, &id).await.unwrap();
+        assert_eq!(registry.index(), index);
+        sleep_ms(9_950).await; // 19.85 s
+        assert_eq!(health(&registry, &web, &id), Some(Passing));
+        sleep_ms(100).await; // 19.95 s: 50 ms past the deadline
+        assert_eq!(health(&registry, &web, &id), Some(Critical));
+        assert!(
+            !seen.0.lock().last().unwrap().instances[0].is_served(),
+            "DNS was told"
+        );
+        // A heartbeat brings it back, durably.
+        let revived = registry.heartbeat(&web, &id).await.unwrap();
+        assert_eq!(
+            (revived.health, revived.modify_index),
+            (Passing, registry.index())
+        );
+        // Silence: critical after the lease, removed after deregister_after.
+        sleep_ms(10_050).await;
+        assert_eq!(health(&registry, &web, &id), Some(Critical));
+        sleep_ms(59_000).await;
+        assert_eq!(health(&registry, &web, &id), Some(Critical));
+        sleep_ms(1_100).await;
+        assert_eq!(health(&registry, &web, &id), None, "deregistered");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn heartbeats_need_a_known_leased_instance() {
+        let (registry, _) = open().await;
+        let (web, id) = (
+            ServiceName::parse("web").unwrap(),
+            InstanceId::parse("w1").unwrap(),
+        );
+        assert!(matches!(
+            registry.heartbeat(&web, &id).await,
+            Err(RegistryError::NotFound(_))
+        ));
+        registry
+            .put_instance(&web, &id, spec(80), None)
+            .await
+            .unwrap();
+        assert!(matches!(
+            registry.heartbeat(&web, &id).await,
+            Err(RegistryError::NoLease(_))
+        ));
+        // Registering again without a lease stops the timer.
+        registry
+            .put_instance(&web, &id, leased(80, 1, 1), None)
+            .await
+            .unwrap();
+        registry
+            .put_instance(&web, &id, spec(80), None)
+            .await
+            .unwrap();
+        sleep_ms(5_000).await;
+        assert_eq!(health(&registry, &web, &id), Some(model::Health::Passing));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn restored_leases_get_a_full_period_of_grace() {
+        use model::Health::{Critical, Passing};
+        let store = Arc::new(MemoryStore::new());
+        let (web, id) = (
+            ServiceName::parse("web").unwrap(),
+            InstanceId::parse("w1").unwrap(),
+        );
+        {
+            let registry = Registry::open(store.clone(), Arc::new(Seen::default()))
+                .await
+                .unwrap();
+            registry
+                .put_instance(&web, &id, leased(80, 10, 60), None)
+                .await
+                .unwrap();
+            sleep_ms(9_000).await; // 1 s left when the server "stops"
+        }
+        sleep_ms(3_600_000).await; // down for an hour
+        let registry = Registry::open(store, Arc::new(Seen::default()))
+            .await
+            .unwrap();
+        sleep_ms(9_900).await;
+        assert_eq!(
+            health(&registry, &web, &id),
+            Some(Passing),
+            "no mass expiry on start"
+        );
+        sleep_ms(200).await;
+        assert_eq!(health(&registry, &web, &id), Some(Critical));
     }
 }

@@ -160,6 +160,13 @@ pub const DEFAULT_WEIGHT: u16 = 100;
 pub const DEFAULT_PRIORITY: u16 = 10;
 /// TTL of an instance's answers when it does not say (DESIGN §2).
 pub const DEFAULT_TTL: Duration = Duration::from_secs(5);
+/// How long an instance whose lease has lapsed stays (critical) before it is
+/// removed, when it does not say (DESIGN §1).
+pub const DEFAULT_DEREGISTER_AFTER: Duration = Duration::from_secs(300);
+/// Shortest lease: heartbeats more often than this are a load, not a signal.
+pub const MIN_LEASE: Duration = Duration::from_millis(100);
+/// Longest lease or deregistration delay: a week.
+pub const MAX_LEASE: Duration = Duration::from_secs(7 * 86_400);
 /// Longest TTL an instance may ask for: a day, far above any sane discovery TTL.
 pub const MAX_TTL: Duration = Duration::from_secs(86_400);
 /// Longest meta key (DESIGN §1).
@@ -199,6 +206,34 @@ impl Status {
     /// Whether this status lets the instance be served.
     pub fn is_served(self) -> bool {
         self == Self::Up
+    }
+}
+
+/// What leases and checks say about an instance (DESIGN §1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Health {
+    /// Alive: served.
+    #[default]
+    Passing,
+    /// Degraded: served, one priority tier down.
+    Warning,
+    /// Dead or unreachable: not served.
+    Critical,
+}
+
+impl Health {
+    /// Parses `passing`, `warning` or `critical`.
+    pub fn parse(value: &str) -> Result<Self, ValidationError> {
+        match value {
+            "passing" => Ok(Self::Passing),
+            "warning" => Ok(Self::Warning),
+            "critical" => Ok(Self::Critical),
+            _ => Err(ValidationError::new(
+                "health",
+                format!("{value:?} is not one of passing, warning, critical"),
+            )),
+        }
     }
 }
 
@@ -336,6 +371,11 @@ pub struct InstanceSpec {
     pub ttl: Duration,
     /// Readiness set by operator or instance.
     pub status: Status,
+    /// Heartbeat period: without a heartbeat for this long the instance
+    /// becomes critical. `None`: no lease.
+    pub lease: Option<Duration>,
+    /// How long a critical instance stays before it is removed.
+    pub deregister_after: Duration,
 }
 
 impl InstanceSpec {
@@ -351,6 +391,8 @@ impl InstanceSpec {
             cluster: Cluster::default(),
             ttl: DEFAULT_TTL,
             status: Status::default(),
+            lease: None,
+            deregister_after: DEFAULT_DEREGISTER_AFTER,
         }
     }
 
@@ -359,6 +401,7 @@ impl InstanceSpec {
         Instance {
             id,
             spec: self,
+            health: Health::Passing,
             create_index,
             modify_index,
         }
@@ -372,6 +415,8 @@ pub struct Instance {
     pub id: InstanceId,
     /// What its registration says.
     pub spec: InstanceSpec,
+    /// What its lease (and, later, checks) say.
+    pub health: Health,
     /// Index of the write that created it.
     pub create_index: u64,
     /// Index of the write that last changed it.
@@ -379,9 +424,9 @@ pub struct Instance {
 }
 
 impl Instance {
-    /// Whether DNS should serve it. Health joins this with leases and checks.
+    /// Whether DNS should serve it: status UP and health not critical.
     pub fn is_served(&self) -> bool {
-        self.spec.status.is_served()
+        self.spec.status.is_served() && self.health != Health::Critical
     }
 }
 
