@@ -1022,3 +1022,108 @@ fn a_lapsed_lease_leaves_dns_and_a_heartbeat_brings_it_back() {
         ["10.0.0.7"]
     );
 }
+
+#[test]
+fn failover_answers_from_the_next_cluster_and_comes_back() {
+    let server = Server::start(&[]);
+    let mut local = instance("10.0.0.1", 80);
+    local["status"] = json!("OUT_OF_SERVICE");
+    server.register("web", "near", local);
+    let mut far = instance("10.2.0.1", 80);
+    far["cluster"] = json!("dc2");
+    far["tags"] = json!(["v9"]);
+    server.register("web", "far", far);
+    let a = |name: &str| addresses(&server.query(name, RecordType::A).answers);
+    assert!(
+        a("web.service.internal.").is_empty(),
+        "no failover configured"
+    );
+
+    let settings = json!({"failover": ["dc3", "dc2"]});
+    assert_eq!(
+        server.call("PUT", "/v1/services/web", Some(settings)).0,
+        200
+    );
+    assert_eq!(
+        a("web.service.internal."),
+        ["10.2.0.1"],
+        "dc3 has nothing, dc2 answers"
+    );
+    let srv = server.query("_web._tcp.service.internal.", RecordType::SRV);
+    assert_eq!(
+        srv_targets(&srv.answers),
+        ["far.web.instance.dc2.internal."]
+    );
+    assert_eq!(addresses(&srv.additionals), ["10.2.0.1"]);
+    assert_eq!(
+        a("v9.web.service.internal."),
+        ["10.2.0.1"],
+        "a tag only the failover cluster has"
+    );
+    let explicit = server.query("web.service.dc1.internal.", RecordType::A);
+    assert_eq!(
+        (explicit.metadata.response_code, explicit.answers.len()),
+        (ResponseCode::NoError, 0),
+        "an explicit cluster does not fail over"
+    );
+
+    let up = json!({"status": "UP"});
+    server.call("PUT", "/v1/services/web/instances/near/status", Some(up));
+    assert_eq!(
+        a("web.service.internal."),
+        ["10.0.0.1"],
+        "back to the local cluster"
+    );
+}
+
+#[test]
+fn fail_open_serves_unhealthy_instances_and_says_so() {
+    let server = Server::start(&[]);
+    let mut body = instance("10.0.0.9", 80);
+    body["lease"] = json!("100ms");
+    server.register("fragile", "f1", body);
+    let lapsed = (0..100).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        server
+            .query("fragile.service.internal.", RecordType::A)
+            .answers
+            .is_empty()
+    });
+    assert!(lapsed, "the lease lapsed");
+    assert_eq!(
+        server
+            .call(
+                "PUT",
+                "/v1/services/fragile",
+                Some(json!({"fail_open": true}))
+            )
+            .0,
+        200
+    );
+    let reply = server.query("fragile.service.internal.", RecordType::A);
+    assert_eq!(addresses(&reply.answers), ["10.0.0.9"]);
+    let Some(EdnsOption::Unknown(15, ede)) = reply
+        .edns
+        .as_ref()
+        .and_then(|e| e.option(EdnsCode::Unknown(15)))
+        .cloned()
+    else {
+        panic!("an Extended DNS Error (RFC 8914) is attached");
+    };
+    assert_eq!(&ede[..2], &[0, 0], "info code 0, Other");
+    assert!(String::from_utf8_lossy(&ede[2..]).contains("fail-open"));
+    // Without EDNS there is nowhere to put it; the answer is the same.
+    let plain = DnsQuery::new("fragile.service.internal.", RecordType::A).udp(server.dns);
+    assert_eq!(addresses(&plain.answers), ["10.0.0.9"]);
+    // A healthy answer carries no EDE.
+    server.register("fragile", "f2", instance("10.0.0.10", 80));
+    let healthy = server.query("fragile.service.internal.", RecordType::A);
+    assert_eq!(addresses(&healthy.answers), ["10.0.0.10"]);
+    assert!(
+        healthy
+            .edns
+            .unwrap()
+            .option(EdnsCode::Unknown(15))
+            .is_none()
+    );
+}

@@ -38,6 +38,8 @@ pub struct Answer {
     pub additional: Vec<Record>,
     /// ECS scope prefix to return: the answer depended on the client subnet.
     pub ecs_scope: Option<u8>,
+    /// An Extended DNS Error (RFC 8914) to attach: info code and text.
+    pub ede: Option<(u16, String)>,
 }
 
 impl Answer {

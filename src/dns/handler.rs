@@ -25,6 +25,8 @@ use crate::projection::order::client_hash;
 
 /// Largest UDP payload we send, whatever the client offers (DNS Flag Day 2020).
 pub const MAX_UDP_PAYLOAD: u16 = 1232;
+/// The EDNS option code of Extended DNS Errors (RFC 8914).
+const EDE_OPTION: u16 = 15;
 /// UDP payload without EDNS (RFC 1035 §4.2.1).
 const PLAIN_UDP_PAYLOAD: u16 = 512;
 
@@ -180,6 +182,12 @@ impl DnsHandler {
             // RFC 7871 §7.2.1: echo the option with the scope the answer had.
             subnet.set_scope_prefix(answer.ecs_scope.unwrap_or(0));
             edns.options_mut().insert(EdnsOption::Subnet(subnet));
+        }
+        if let (Some(edns), Some((code, text))) = (edns.as_mut(), answer.ede.take()) {
+            let mut data = code.to_be_bytes().to_vec();
+            data.extend_from_slice(text.as_bytes());
+            edns.options_mut()
+                .insert(EdnsOption::Unknown(EDE_OPTION, data));
         }
         let limit = if tcp {
             usize::from(u16::MAX)

@@ -54,8 +54,11 @@ enum Node<'s> {
     /// A service name, with its filter.
     Service {
         service: &'s ServiceRecords,
+        name: &'s str,
         tag: Option<&'s str>,
         srv_only: bool,
+        /// No cluster label: the service's failover clusters may answer.
+        local_form: bool,
     },
     /// An instance name.
     Instance {
@@ -165,13 +168,26 @@ impl RegistryZone {
                 else {
                     return Node::Missing;
                 };
-                if tag.is_some_and(|t| !records.has_tag(t)) {
+                let local_form = cluster.is_none();
+                let tagged_somewhere = |t: &str| {
+                    records.has_tag(t)
+                        || (local_form
+                            && records.failover.iter().any(|fc| {
+                                snapshot
+                                    .cluster(fc)
+                                    .and_then(|c| c.service(service))
+                                    .is_some_and(|s| s.has_tag(t))
+                            }))
+                };
+                if tag.is_some_and(|t| !tagged_somewhere(t)) {
                     return Node::Missing;
                 }
                 Node::Service {
                     service: records,
+                    name: service,
                     tag,
                     srv_only,
+                    local_form,
                 }
             }
             RegistryName::Instance {
@@ -260,45 +276,78 @@ impl RegistryZone {
             (
                 Node::Service {
                     service,
+                    name,
                     tag,
                     srv_only,
-                    ..
+                    local_form,
                 },
                 RecordType::SRV | RecordType::A | RecordType::AAAA,
             ) => {
                 if *srv_only && qtype != RecordType::SRV {
                     return;
                 }
-                self.service_records(service, *tag, qtype, q, answer);
+                let wanted = |s: &ServiceRecords, healthy: bool| -> Vec<usize> {
+                    s.instances
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, i)| {
+                            (if healthy { i.served } else { i.up })
+                                && tag.is_none_or(|t| i.has_tag(t))
+                                && (qtype == RecordType::SRV || family_matches(qtype, &i.address))
+                        })
+                        .map(|(n, _)| n)
+                        .collect()
+                };
+                // The local cluster, then (for names without a cluster label)
+                // the first failover cluster with something served; with
+                // fail_open and nothing healthy anywhere, every UP instance.
+                let clusters: Vec<&ServiceRecords> = std::iter::once(*service)
+                    .chain(
+                        service
+                            .failover
+                            .iter()
+                            .filter(|_| *local_form)
+                            .filter_map(|fc| snapshot.cluster(fc).and_then(|c| c.service(name))),
+                    )
+                    .collect();
+                for healthy in [true, false] {
+                    if !healthy && !service.fail_open {
+                        break;
+                    }
+                    if let Some((records, picked)) = clusters
+                        .iter()
+                        .map(|s| (*s, wanted(s, healthy)))
+                        .find(|(_, p)| !p.is_empty())
+                    {
+                        if !healthy {
+                            answer.ede = Some((
+                                EDE_OTHER,
+                                "fail-open: no healthy instance; serving every UP instance".into(),
+                            ));
+                        }
+                        self.service_records(records, picked, qtype, q, answer);
+                        break;
+                    }
+                }
             }
             _ => {}
         }
     }
 
-    /// The served instances of `service` matching `tag` (and the address
-    /// family for A/AAAA), ordered for this query.
+    /// The `picked` instances of `service` (positions in its instances),
+    /// ordered for this query.
     fn service_records(
         &self,
         service: &ServiceRecords,
-        tag: Option<&str>,
+        picked: Vec<usize>,
         qtype: RecordType,
         q: &mut Question<'_>,
         answer: &mut Answer,
     ) {
-        let mut picked = Vec::new();
-        let mut candidates = Vec::new();
-        for (n, instance) in service.instances.iter().enumerate() {
-            if instance.served
-                && tag.is_none_or(|t| instance.has_tag(t))
-                && (qtype == RecordType::SRV || family_matches(qtype, &instance.address))
-            {
-                picked.push(n);
-                candidates.push(instance.candidate);
-            }
-        }
-        if picked.is_empty() {
-            return;
-        }
+        let candidates: Vec<_> = picked
+            .iter()
+            .map(|&n| service.instances[n].candidate)
+            .collect();
         let ctx = QueryContext {
             rotation: if service.lb == LbPolicy::RoundRobin {
                 service.next_rotation()
@@ -354,6 +403,10 @@ impl RegistryZone {
         Record::from_rdata(owner, ttl, RData::SOA(soa))
     }
 }
+
+/// Extended DNS Error "Other" (RFC 8914 §4.1): no code says "fail-open", so
+/// the extra text does.
+const EDE_OTHER: u16 = 0;
 
 /// TTL of the apex NS and the name server's address: they change only with
 /// the configuration.

@@ -17,7 +17,7 @@ use hickory_proto::rr::Name;
 use hickory_proto::rr::rdata::TXT;
 use parking_lot::Mutex;
 
-use crate::registry::model::{Instance, LbPolicy};
+use crate::registry::model::{Instance, LbPolicy, ServiceSettings};
 use crate::registry::{Observer, ServiceState};
 use order::{Candidate, instance_key};
 
@@ -47,6 +47,8 @@ pub struct InstanceRecords {
     pub ttl: u32,
     /// Whether DNS may hand it out (status and, later, health).
     pub served: bool,
+    /// Whether its status is UP, whatever its health (for fail-open).
+    pub up: bool,
     /// Its tags, sorted.
     pub tags: Box<[Arc<str>]>,
     /// Priority, weight and hash key, for ordering and SRV.
@@ -70,6 +72,10 @@ impl InstanceRecords {
 pub struct ServiceRecords {
     /// Ordering policy within a tier.
     pub lb: LbPolicy,
+    /// Clusters to answer from, in order, when this one has nothing served.
+    pub failover: Box<[Arc<str>]>,
+    /// Serve every UP instance when none is healthy anywhere.
+    pub fail_open: bool,
     /// Round-robin position; carried over when the service is rebuilt.
     rotation: Arc<AtomicU64>,
     /// Every registered instance in this cluster, served or not, sorted by
@@ -227,7 +233,7 @@ impl Projection {
 
     fn rebuild_service(&self, next: &mut Snapshot, service: &ServiceState) {
         let name = service.name.as_str();
-        let lb = service.settings.as_ref().map(|s| s.lb).unwrap_or_default();
+        let settings = service.settings.clone().unwrap_or_default();
 
         let mut previous: HashMap<Arc<str>, Arc<ServiceRecords>> = HashMap::new();
         for (cluster, records) in next.clusters.iter_mut() {
@@ -250,7 +256,8 @@ impl Projection {
         let name: Arc<str> = name.into();
         for (cluster, instances) in by_cluster {
             let old = previous.remove(cluster);
-            let records = self.service_records(&name, cluster, lb, old.as_deref(), &instances);
+            let records =
+                self.service_records(&name, cluster, &settings, old.as_deref(), &instances);
             next.clusters
                 .entry(cluster.into())
                 .or_default()
@@ -262,7 +269,7 @@ impl Projection {
         &self,
         service: &str,
         cluster: &str,
-        lb: LbPolicy,
+        settings: &ServiceSettings,
         old: Option<&ServiceRecords>,
         instances: &[&Arc<Instance>],
     ) -> ServiceRecords {
@@ -282,7 +289,13 @@ impl Projection {
             .collect();
         let tags = built.iter().flat_map(|i| i.tags.iter().cloned()).collect();
         ServiceRecords {
-            lb,
+            lb: settings.lb,
+            failover: settings
+                .failover
+                .iter()
+                .map(|c| Arc::from(c.as_str()))
+                .collect(),
+            fail_open: settings.fail_open,
             rotation: old.map(|o| o.rotation.clone()).unwrap_or_default(),
             instances: built,
             by_id,
@@ -316,6 +329,7 @@ impl Projection {
             port: spec.port,
             ttl: u32::try_from(spec.ttl.as_secs()).unwrap_or(u32::MAX),
             served: instance.is_served(),
+            up: instance.spec.status.is_served(),
             tags: spec.tags.iter().map(|t| t.as_str().into()).collect(),
             candidate: Candidate {
                 priority: spec.priority,
