@@ -1127,3 +1127,64 @@ fn fail_open_serves_unhealthy_instances_and_says_so() {
             .is_none()
     );
 }
+
+#[test]
+fn dns_sd_browsing_per_rfc_6763() {
+    let server = Server::start(&[]);
+    web(&server);
+    let mut idle = instance("10.3.3.3", 80);
+    idle["status"] = json!("OUT_OF_SERVICE");
+    server.register("idle", "i1", idle);
+    let ptrs = |reply: &hickory_proto::op::Message| -> Vec<String> {
+        reply
+            .answers
+            .iter()
+            .filter_map(|r| match &r.data {
+                RData::PTR(p) => Some(p.0.to_string()),
+                _ => None,
+            })
+            .collect()
+    };
+    // §9: service types with something served.
+    let types = server.query("_services._dns-sd._udp.service.internal.", RecordType::PTR);
+    assert_eq!(ptrs(&types), ["_web._tcp.service.internal."]);
+    // §4: instances, with SRV, TXT and addresses in Additional (§12).
+    let browse = server.query("_web._tcp.service.internal.", RecordType::PTR);
+    let mut instances = ptrs(&browse);
+    instances.sort();
+    assert_eq!(
+        instances,
+        [
+            "web-1._web._tcp.service.internal.",
+            "web-2._web._tcp.service.internal."
+        ]
+    );
+    let kinds: std::collections::BTreeSet<RecordType> =
+        browse.additionals.iter().map(|r| r.record_type()).collect();
+    assert_eq!(
+        kinds,
+        [RecordType::A, RecordType::SRV, RecordType::TXT]
+            .into_iter()
+            .collect()
+    );
+    // The instance name resolves to SRV and TXT.
+    let srv = server.query("web-1._web._tcp.service.internal.", RecordType::SRV);
+    assert_eq!(srv_targets(&srv.answers), ["web-1.web.instance.internal."]);
+    assert_eq!(addresses(&srv.additionals), ["10.0.0.5"]);
+    let txt = server.query("web-1._web._tcp.service.internal.", RecordType::TXT);
+    assert_eq!(txt.answers.len(), 1);
+    // The other cluster browses under its own name.
+    let dc2 = server.query(
+        "_services._dns-sd._udp.service.dc2.internal.",
+        RecordType::PTR,
+    );
+    assert_eq!(ptrs(&dc2), ["_web._tcp.service.dc2.internal."]);
+    // Parents exist; unknown instances do not.
+    let ent = server.query("_dns-sd._udp.service.internal.", RecordType::A);
+    assert_eq!(
+        (ent.metadata.response_code, ent.answers.len()),
+        (ResponseCode::NoError, 0)
+    );
+    let nx = server.query("nope._web._tcp.service.internal.", RecordType::SRV);
+    assert_eq!(nx.metadata.response_code, ResponseCode::NXDomain);
+}

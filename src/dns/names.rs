@@ -8,7 +8,7 @@
 use hickory_proto::rr::LowerName;
 
 /// The most labels any registry name has below the domain.
-const MAX_DEPTH: usize = 4;
+const MAX_DEPTH: usize = 5;
 
 /// What a name under the registry zone refers to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,6 +31,22 @@ pub enum RegistryName<'a> {
     },
     /// `<id>.<service>.instance[.<cluster>]`.
     Instance {
+        /// Explicit cluster label, if any.
+        cluster: Option<&'a str>,
+        /// Service name.
+        service: &'a str,
+        /// Instance id.
+        id: &'a str,
+    },
+    /// `_services._dns-sd._udp.service[.<cluster>]`: the service types
+    /// (RFC 6763 §9).
+    ServiceTypes {
+        /// Explicit cluster label, if any.
+        cluster: Option<&'a str>,
+    },
+    /// `<id>._<service>._<tcp|udp>.service[.<cluster>]`: a DNS-SD service
+    /// instance name (RFC 6763 §4.1), with SRV and TXT.
+    DnssdInstance {
         /// Explicit cluster label, if any.
         cluster: Option<&'a str>,
         /// Service name.
@@ -113,6 +129,19 @@ fn parse_relative<'a>(rel: &[&'a str]) -> RegistryName<'a> {
                     srv_only: false,
                 },
             },
+            // The parent of the service type enumeration name.
+            ["_dns-sd", "_udp"] => RegistryName::Branch { cluster },
+            ["_services", "_dns-sd", "_udp"] => RegistryName::ServiceTypes { cluster },
+            [id, service, proto] if !id.starts_with('_') && matches!(*proto, "_tcp" | "_udp") => {
+                match service.strip_prefix('_') {
+                    Some(service) => RegistryName::DnssdInstance {
+                        cluster,
+                        service,
+                        id,
+                    },
+                    None => RegistryName::Unknown,
+                }
+            }
             [first, second] => match (first.strip_prefix('_'), second.strip_prefix('_')) {
                 (Some(service), Some(proto)) => RegistryName::Service {
                     cluster,
@@ -254,6 +283,27 @@ mod tests {
                 service: "web"
             }
         );
+    }
+
+    #[test]
+    fn dns_sd_names() {
+        assert_eq!(
+            p("_services._dns-sd._udp.service.internal."),
+            ServiceTypes { cluster: None }
+        );
+        assert_eq!(
+            p("_dns-sd._udp.service.internal."),
+            Branch { cluster: None }
+        );
+        assert_eq!(
+            p("web-1._web._tcp.service.dc2.internal."),
+            DnssdInstance {
+                cluster: Some("dc2"),
+                service: "web",
+                id: "web-1"
+            }
+        );
+        assert_eq!(p("web-1._web._v2.service.internal."), Unknown);
     }
 
     #[test]

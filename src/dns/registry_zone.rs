@@ -5,13 +5,13 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use hickory_proto::op::ResponseCode;
-use hickory_proto::rr::rdata::{A, AAAA, HINFO, NS, SOA, SRV};
+use hickory_proto::rr::rdata::{A, AAAA, HINFO, NS, PTR, SOA, SRV};
 use hickory_proto::rr::{LowerName, Name, RData, Record, RecordType};
 
 use super::answer::{Answer, Question};
 use super::names::{self, RegistryName};
 use crate::projection::order::{QueryContext, order};
-use crate::projection::{Projection, ServiceRecords, Snapshot};
+use crate::projection::{ClusterRecords, InstanceRecords, Projection, ServiceRecords, Snapshot};
 use crate::registry::model::LbPolicy;
 
 /// Settings of the registry zone.
@@ -59,6 +59,17 @@ enum Node<'s> {
         srv_only: bool,
         /// No cluster label: the service's failover clusters may answer.
         local_form: bool,
+    },
+    /// The DNS-SD service type enumeration name of a cluster.
+    ServiceTypes {
+        cluster: &'s ClusterRecords,
+        /// The cluster label the question used, if any.
+        label: Option<&'s str>,
+    },
+    /// A DNS-SD service instance name.
+    DnssdInstance {
+        service: &'s ServiceRecords,
+        index: usize,
     },
     /// An instance name.
     Instance {
@@ -118,6 +129,7 @@ impl RegistryZone {
                 RecordType::A,
                 RecordType::AAAA,
                 RecordType::TXT,
+                RecordType::PTR,
             ] {
                 self.records(&snapshot, &node, qtype, q, &mut answer);
             }
@@ -210,6 +222,33 @@ impl RegistryZone {
                     None => Node::Missing,
                 }
             }
+            RegistryName::ServiceTypes { cluster } => {
+                match snapshot.cluster(cluster.unwrap_or(local)) {
+                    Some(records) => Node::ServiceTypes {
+                        cluster: records,
+                        label: cluster,
+                    },
+                    None => Node::Missing,
+                }
+            }
+            RegistryName::DnssdInstance {
+                cluster,
+                service,
+                id,
+            } => {
+                let records = snapshot
+                    .cluster(cluster.unwrap_or(local))
+                    .and_then(|c| c.service(service));
+                match records.and_then(|s| {
+                    s.instances
+                        .iter()
+                        .position(|i| &*i.id == id)
+                        .map(|n| (s, n))
+                }) {
+                    Some((service, index)) => Node::DnssdInstance { service, index },
+                    None => Node::Missing,
+                }
+            }
             RegistryName::Unknown => Node::Missing,
         }
     }
@@ -271,6 +310,75 @@ impl RegistryZone {
                             .push(Record::from_rdata(q.name.clone(), instance.ttl, txt));
                     }
                     _ => {}
+                }
+            }
+            (Node::ServiceTypes { cluster, label }, RecordType::PTR) => {
+                // RFC 6763 §9: one PTR per service type with something served.
+                let mut names: Vec<&str> = cluster
+                    .services()
+                    .filter(|(_, s)| s.instances.iter().any(|i| i.served))
+                    .map(|(n, _)| n)
+                    .collect();
+                names.sort_unstable();
+                for name in names {
+                    let mut labels = vec![format!("_{name}"), "_tcp".into(), "service".into()];
+                    labels.extend(label.map(str::to_string));
+                    if let Ok(target) = Name::from_labels(labels.iter().map(|l| l.as_bytes()))
+                        .and_then(|n| n.append_domain(&self.config.domain))
+                    {
+                        answer.answers.push(Record::from_rdata(
+                            q.name.clone(),
+                            BROWSE_TTL,
+                            RData::PTR(PTR(target)),
+                        ));
+                    }
+                }
+            }
+            (Node::DnssdInstance { service, index }, RecordType::SRV | RecordType::TXT) => {
+                let instance = &service.instances[*index];
+                if instance.served {
+                    let (records, extra) = dnssd_instance(q.name, instance);
+                    answer
+                        .answers
+                        .extend(records.into_iter().filter(|r| r.record_type() == qtype));
+                    if qtype == RecordType::SRV {
+                        answer.additional.extend(extra);
+                    }
+                }
+            }
+            (
+                Node::Service {
+                    service,
+                    tag: None,
+                    srv_only: true,
+                    ..
+                },
+                RecordType::PTR,
+            ) => {
+                // RFC 6763 §4: browsing; §12.1: SRV and TXT (and §12.2 the
+                // addresses) of each instance in Additional.
+                let ttl = service
+                    .instances
+                    .iter()
+                    .filter(|i| i.served)
+                    .map(|i| i.ttl)
+                    .min()
+                    .unwrap_or(0);
+                for instance in service.instances.iter().filter(|i| i.served) {
+                    let Ok(label) = Name::from_labels([instance.id.as_bytes()]) else {
+                        continue;
+                    };
+                    let Ok(owner) = label.append_domain(&q.lower.to_lowercase()) else {
+                        continue;
+                    };
+                    answer.answers.push(Record::from_rdata(
+                        q.name.clone(),
+                        ttl,
+                        RData::PTR(PTR(owner.clone())),
+                    ));
+                    let (records, extra) = dnssd_instance(&owner, instance);
+                    answer.additional.extend(records);
+                    answer.additional.extend(extra);
                 }
             }
             (
@@ -417,6 +525,30 @@ fn family_matches(qtype: RecordType, address: &IpAddr) -> bool {
         (qtype, address),
         (RecordType::A, IpAddr::V4(_)) | (RecordType::AAAA, IpAddr::V6(_))
     )
+}
+
+/// TTL of the service type enumeration (RFC 6763 §9).
+const BROWSE_TTL: u32 = 5;
+
+/// A DNS-SD instance's SRV and TXT at `owner`, and its address (for
+/// Additional).
+fn dnssd_instance(owner: &Name, instance: &InstanceRecords) -> (Vec<Record>, Vec<Record>) {
+    let c = instance.candidate;
+    let srv = SRV::new(c.priority, c.weight, instance.port, instance.target.clone());
+    let records = vec![
+        Record::from_rdata(owner.clone(), instance.ttl, RData::SRV(srv)),
+        Record::from_rdata(
+            owner.clone(),
+            instance.ttl,
+            RData::TXT(instance.txt.clone()),
+        ),
+    ];
+    let extra = vec![address_record(
+        instance.target.clone(),
+        instance.ttl,
+        instance.address,
+    )];
+    (records, extra)
 }
 
 /// An A or AAAA record for `address`.

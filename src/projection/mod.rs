@@ -123,6 +123,11 @@ impl ClusterRecords {
         self.services.get(name).map(|s| &**s)
     }
 
+    /// Every service here, by name (in no particular order).
+    pub fn services(&self) -> impl Iterator<Item = (&str, &ServiceRecords)> {
+        self.services.iter().map(|(name, s)| (&**name, &**s))
+    }
+
     /// Whether any service here has an instance tagged `tag`.
     pub fn has_tag(&self, tag: &str) -> bool {
         self.tag_uses.contains_key(tag)
