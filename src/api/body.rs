@@ -12,11 +12,12 @@ use crate::registry::codec::Fields;
 /// Largest request body accepted (imports excepted).
 pub const MAX_BODY: usize = 64 * 1024;
 
-/// Parses `body` as a JSON object whose keys are all in `known`. An empty
-/// body is an empty object.
+/// Parses `body` as a JSON object whose keys are all in `known` or `also`.
+/// An empty body is an empty object.
 pub fn read_object(
     body: Result<Bytes, BytesRejection>,
     known: &[&str],
+    also: &[&str],
 ) -> Result<Fields, ApiError> {
     let value = read_json(body, MAX_BODY)?;
     if !value.is_object() {
@@ -25,7 +26,7 @@ pub fn read_object(
             field: None,
         });
     }
-    Ok(Fields::of(value, known, &[])?)
+    Ok(Fields::of(value, known, also)?)
 }
 
 /// Parses `body` as JSON; `limit` is named when the body was over it.

@@ -12,26 +12,12 @@ use super::body::read_object;
 use super::error::ApiError;
 use super::{ApiState, serialized_with_index, with_index};
 use crate::registry::Registry;
-use crate::registry::codec::{InstanceJson, spec_from};
+use crate::registry::codec::{InstanceJson, SPEC_FIELDS, spec_from};
 use crate::registry::model::{Cluster, InstanceId, InstanceSpec, ServiceName, ValidationError};
 use crate::registry::model::{Instance, Status, format_duration};
 
-/// Fields a registration body may carry.
-const FIELDS: &[&str] = &[
-    "id",
-    "address",
-    "port",
-    "weight",
-    "priority",
-    "tags",
-    "meta",
-    "cluster",
-    "ttl",
-    "status",
-    "lease",
-    "deregister_after",
-    "checks",
-];
+/// Fields a registration body may carry besides the spec's.
+const EXTRA_FIELDS: &[&str] = &["id", "checks"];
 
 /// Fields of DESIGN §1 that arrive with health checks.
 const NOT_YET: &[&str] = &["checks"];
@@ -59,7 +45,7 @@ pub fn parse_spec(
     id: &InstanceId,
     default_cluster: &Cluster,
 ) -> Result<InstanceSpec, ApiError> {
-    let mut f = read_object(body, FIELDS)?;
+    let mut f = read_object(body, SPEC_FIELDS, EXTRA_FIELDS)?;
     for field in NOT_YET {
         if f.take(field).is_some() {
             return Err(ValidationError::new(
@@ -158,7 +144,7 @@ pub async fn put_status(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let (service, id) = names(&service, &id)?;
-    let mut f = read_object(body, &["status"])?;
+    let mut f = read_object(body, &["status"], &[])?;
     let status = Status::parse(&f.required_str("status")?)?;
     let instance = registry.set_status(&service, &id, status).await?;
     Ok(instance_reply(

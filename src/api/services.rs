@@ -73,7 +73,7 @@ pub async fn put_settings(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let name = ServiceName::parse(&service)?;
-    let settings = settings_from(&mut read_object(body, SETTINGS_FIELDS)?)?;
+    let settings = settings_from(&mut read_object(body, SETTINGS_FIELDS, &[])?)?;
     let index = registry.put_settings(&name, settings.clone()).await?;
     Ok(with_index(
         index,

@@ -206,22 +206,10 @@ impl RegistryZone {
                 cluster,
                 service,
                 id,
-            } => {
-                let records = snapshot
-                    .cluster(cluster.unwrap_or(local))
-                    .and_then(|c| c.service(service));
-                match records.and_then(|s| s.instance(id).map(|_| s)) {
-                    Some(service) => Node::Instance {
-                        index: service
-                            .instances
-                            .iter()
-                            .position(|i| &*i.id == id)
-                            .unwrap_or(0),
-                        service,
-                    },
-                    None => Node::Missing,
-                }
-            }
+            } => match instance_at(snapshot, cluster.unwrap_or(local), service, id) {
+                Some((service, index)) => Node::Instance { service, index },
+                None => Node::Missing,
+            },
             RegistryName::ServiceTypes { cluster } => {
                 match snapshot.cluster(cluster.unwrap_or(local)) {
                     Some(records) => Node::ServiceTypes {
@@ -235,20 +223,10 @@ impl RegistryZone {
                 cluster,
                 service,
                 id,
-            } => {
-                let records = snapshot
-                    .cluster(cluster.unwrap_or(local))
-                    .and_then(|c| c.service(service));
-                match records.and_then(|s| {
-                    s.instances
-                        .iter()
-                        .position(|i| &*i.id == id)
-                        .map(|n| (s, n))
-                }) {
-                    Some((service, index)) => Node::DnssdInstance { service, index },
-                    None => Node::Missing,
-                }
-            }
+            } => match instance_at(snapshot, cluster.unwrap_or(local), service, id) {
+                Some((service, index)) => Node::DnssdInstance { service, index },
+                None => Node::Missing,
+            },
             RegistryName::Unknown => Node::Missing,
         }
     }
@@ -525,6 +503,17 @@ fn family_matches(qtype: RecordType, address: &IpAddr) -> bool {
         (qtype, address),
         (RecordType::A, IpAddr::V4(_)) | (RecordType::AAAA, IpAddr::V6(_))
     )
+}
+
+/// An instance of `service` in `cluster`, and its position there.
+fn instance_at<'s>(
+    snapshot: &'s Snapshot,
+    cluster: &str,
+    service: &str,
+    id: &str,
+) -> Option<(&'s ServiceRecords, usize)> {
+    let records = snapshot.cluster(cluster)?.service(service)?;
+    Some((records, records.position(id)?))
 }
 
 /// TTL of the service type enumeration (RFC 6763 §9).

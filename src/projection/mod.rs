@@ -93,6 +93,11 @@ impl ServiceRecords {
         self.by_id.get(id).map(|&i| &*self.instances[i])
     }
 
+    /// The position of instance `id` in `instances`.
+    pub fn position(&self, id: &str) -> Option<usize> {
+        self.by_id.get(id).copied()
+    }
+
     fn instance_arc(&self, id: &str) -> Option<Arc<InstanceRecords>> {
         self.by_id.get(id).map(|&i| self.instances[i].clone())
     }
