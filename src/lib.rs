@@ -1,13 +1,15 @@
 //! signpost: service discovery that speaks DNS.
 //!
-//! - [`registry`]: the truth about services and instances; commits to a store,
-//!   numbers changes, tells an observer. Knows nothing of DNS or HTTP.
+//! - [`registry`]: the truth about services and instances; commits to a store
+//!   (group commit), numbers changes, tells an observer, keeps the change log
+//!   for watches and the lease timers. Knows nothing of DNS or HTTP.
 //! - [`projection`]: turns a changed service into ready-made DNS data and
 //!   publishes immutable snapshots by atomic swap; answer ordering.
-//! - [`dns`]: hickory-server transport, the registry zone, static zones, wire
-//!   rules (EDNS, truncation). Reads snapshots; never sees the registry.
+//! - [`dns`]: hickory-server transport, the registry zone (with failover,
+//!   fail-open and DNS-SD), static zones, wire rules (EDNS, ECS, EDE,
+//!   truncation). Reads snapshots; never sees the registry.
 //! - [`api`]: the HTTP admin API; parses requests into registry types.
-//! - [`client`]: the `register`/`deregister`/`list` commands.
+//! - [`client`]: the client commands (`register`, `list`, `watch`, `export`, ...).
 //! - [`config`]: command line and defaults. [`app`]: wiring.
 
 pub mod api;
