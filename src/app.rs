@@ -12,11 +12,12 @@ use crate::config::{ServeArgs, StoreKind};
 use crate::dns::handler::{DnsHandler, QueryRng, Zones};
 use crate::dns::registry_zone::{RegistryZone, RegistryZoneConfig};
 use crate::dns::zones::{self, ZoneError};
+use crate::health::Checker;
 use crate::projection::{Projection, ProjectionConfig};
-use crate::registry::Registry;
 use crate::registry::model::Cluster;
 use crate::registry::store::redb::{DataDirError, RedbStore};
 use crate::registry::store::{MemoryStore, Store, StoreError};
+use crate::registry::{Observers, Registry};
 
 /// Why the server could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -91,7 +92,10 @@ pub async fn serve(
     };
     // Everything stored is loaded and projected before any port opens.
     let started = std::time::Instant::now();
-    let registry = Arc::new(Registry::open(store, projection.clone()).await?);
+    let checker = Checker::new();
+    let observers = Observers(vec![projection.clone(), Arc::new(checker.clone())]);
+    let registry = Arc::new(Registry::open(store, Arc::new(observers)).await?);
+    checker.attach(&registry);
     tracing::info!(
         store = registry.store_kind(),
         index = registry.index(),

@@ -8,6 +8,7 @@
 //! - [`dns`]: hickory-server transport, the registry zone (with failover,
 //!   fail-open and DNS-SD), static zones, wire rules (EDNS, ECS, EDE,
 //!   truncation). Reads snapshots; never sees the registry.
+//! - [`health`]: active TCP/HTTP checks; reports to the registry only.
 //! - [`api`]: the HTTP admin API; parses requests into registry types.
 //! - [`client`]: the client commands (`register`, `list`, `watch`, `export`, ...).
 //! - [`config`]: command line and defaults. [`app`]: wiring.
@@ -17,5 +18,6 @@ pub mod app;
 pub mod client;
 pub mod config;
 pub mod dns;
+pub mod health;
 pub mod projection;
 pub mod registry;

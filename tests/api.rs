@@ -214,7 +214,33 @@ async fn every_bad_field_is_named_and_changes_nothing() {
             with("deregister_after", json!("30days")),
             "deregister_after",
         ),
-        (with("checks", json!([])), "checks"),
+        (with("checks", json!("tcp")), "checks"),
+        (with("checks", json!([{"tcp": "no-port"}])), "checks[0].tcp"),
+        (
+            with("checks", json!([{"tcp": "h:1"}, {"http": "ftp://x/"}])),
+            "checks[1].http",
+        ),
+        (with("checks", json!([{}])), "checks[0]"),
+        (
+            with("checks", json!([{"tcp": "h:1", "http": "http://h/"}])),
+            "checks[0]",
+        ),
+        (
+            with("checks", json!([{"tcp": "h:1", "interval": "10ms"}])),
+            "checks[0].interval",
+        ),
+        (
+            with(
+                "checks",
+                json!([{"tcp": "h:1", "interval": "1s", "timeout": "2s"}]),
+            ),
+            "checks[0].timeout",
+        ),
+        (
+            with("checks", json!([{"tcp": "h:1", "rise": 0}])),
+            "checks[0].rise",
+        ),
+        (with("initial", json!("maybe")), "initial"),
     ];
     for (body, field) in cases {
         let (status, index, err) = api.call("PUT", WEB1, Some(body.clone())).await;

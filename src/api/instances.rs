@@ -17,10 +17,7 @@ use crate::registry::model::{Cluster, InstanceId, InstanceSpec, ServiceName, Val
 use crate::registry::model::{Instance, Status, format_duration};
 
 /// Fields a registration body may carry besides the spec's.
-const EXTRA_FIELDS: &[&str] = &["id", "checks"];
-
-/// Fields of DESIGN §1 that arrive with health checks.
-const NOT_YET: &[&str] = &["checks"];
+const EXTRA_FIELDS: &[&str] = &["id"];
 
 /// Parses the path's service and id.
 fn names(service: &str, id: &str) -> Result<(ServiceName, InstanceId), ApiError> {
@@ -46,15 +43,6 @@ pub fn parse_spec(
     default_cluster: &Cluster,
 ) -> Result<InstanceSpec, ApiError> {
     let mut f = read_object(body, SPEC_FIELDS, EXTRA_FIELDS)?;
-    for field in NOT_YET {
-        if f.take(field).is_some() {
-            return Err(ValidationError::new(
-                *field,
-                "is not supported yet: active health checks are not implemented",
-            )
-            .into());
-        }
-    }
     if let Some(body_id) = f.str("id")?
         && InstanceId::parse(&body_id)? != *id
     {

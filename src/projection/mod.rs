@@ -17,7 +17,7 @@ use hickory_proto::rr::Name;
 use hickory_proto::rr::rdata::TXT;
 use parking_lot::Mutex;
 
-use crate::registry::model::{Instance, LbPolicy, ServiceSettings};
+use crate::registry::model::{Health, Instance, LbPolicy, ServiceSettings};
 use crate::registry::{Observer, ServiceState};
 use order::{Candidate, instance_key};
 
@@ -342,7 +342,10 @@ impl Projection {
             up: instance.spec.status.is_served(),
             tags: spec.tags.iter().map(|t| t.as_str().into()).collect(),
             candidate: Candidate {
-                priority: spec.priority,
+                // DESIGN §3: an instance in warning drops one priority tier.
+                priority: spec
+                    .priority
+                    .saturating_add(u16::from(instance.effective_health() == Health::Warning)),
                 weight: spec.weight,
                 key: instance_key(service, cluster, id),
             },

@@ -11,9 +11,10 @@ use serde::Serialize;
 use serde_json::{Map, Value, json};
 
 use super::model::{
-    Cluster, Health, Instance, InstanceId, InstanceSpec, LbPolicy, MAX_LEASE, MAX_TAGS, MAX_TTL,
-    MIN_LEASE, Meta, ServiceName, ServiceSettings, Status, Tag, ValidationError, format_duration,
-    parse_duration,
+    Check, CheckTarget, Cluster, DEFAULT_CHECK_INTERVAL, DEFAULT_CHECK_TIMEOUT, DEFAULT_FALL,
+    DEFAULT_RISE, Health, Instance, InstanceId, InstanceSpec, LbPolicy, MAX_CHECKS, MAX_LEASE,
+    MAX_TAGS, MAX_TTL, MIN_CHECK_INTERVAL, MIN_LEASE, Meta, ServiceName, ServiceSettings, Status,
+    Tag, ValidationError, format_duration, parse_duration,
 };
 use super::store::StoredState;
 
@@ -30,7 +31,104 @@ pub const SPEC_FIELDS: &[&str] = &[
     "status",
     "lease",
     "deregister_after",
+    "checks",
+    "initial",
 ];
+
+/// Fields of one check.
+const CHECK_FIELDS: &[&str] = &["tcp", "http", "interval", "timeout", "rise", "fall"];
+
+/// Parses one check; `at` names it (`checks[0]`).
+fn check_from(value: Value, at: &str) -> Result<Check, ValidationError> {
+    let named = |e: ValidationError| {
+        ValidationError::new(
+            format!("{at}.{}", e.field)
+                .trim_end_matches('.')
+                .to_string(),
+            e.message,
+        )
+    };
+    let mut f = Fields::of(value, CHECK_FIELDS, &[]).map_err(named)?;
+    let target = match (f.str("tcp").map_err(named)?, f.str("http").map_err(named)?) {
+        (Some(tcp), None) => {
+            let valid = tcp.rsplit_once(':').is_some_and(|(host, port)| {
+                !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0)
+            });
+            if !valid {
+                return Err(named(ValidationError::new(
+                    "tcp",
+                    format!("{tcp:?} is not host:port"),
+                )));
+            }
+            CheckTarget::Tcp(tcp)
+        }
+        (None, Some(http)) => {
+            if !(http.starts_with("http://") || http.starts_with("https://")) || http.len() > 2048 {
+                return Err(named(ValidationError::new(
+                    "http",
+                    format!("{http:?} is not an http:// URL"),
+                )));
+            }
+            CheckTarget::Http(http)
+        }
+        _ => {
+            return Err(named(ValidationError::new(
+                "",
+                "needs exactly one of tcp or http",
+            )));
+        }
+    };
+    let interval = f
+        .duration("interval")
+        .map_err(named)?
+        .unwrap_or(DEFAULT_CHECK_INTERVAL);
+    if interval < MIN_CHECK_INTERVAL || interval > MAX_LEASE {
+        return Err(named(ValidationError::new(
+            "interval",
+            format!(
+                "must be from {} to {}",
+                format_duration(MIN_CHECK_INTERVAL),
+                format_duration(MAX_LEASE)
+            ),
+        )));
+    }
+    let timeout = f
+        .duration("timeout")
+        .map_err(named)?
+        .unwrap_or(DEFAULT_CHECK_TIMEOUT.min(interval));
+    if timeout.is_zero() || timeout > interval {
+        return Err(named(ValidationError::new(
+            "timeout",
+            "must be above zero and at most the interval",
+        )));
+    }
+    Ok(Check {
+        target,
+        interval,
+        timeout,
+        rise: f
+            .int("rise", 1, 100)
+            .map_err(named)?
+            .map_or(DEFAULT_RISE, |v| v as u32),
+        fall: f
+            .int("fall", 1, 100)
+            .map_err(named)?
+            .map_or(DEFAULT_FALL, |v| v as u32),
+    })
+}
+
+/// One check as JSON.
+fn check_to_json(check: &Check) -> Value {
+    let mut v = match &check.target {
+        CheckTarget::Tcp(t) => json!({ "tcp": t }),
+        CheckTarget::Http(h) => json!({ "http": h }),
+    };
+    v["interval"] = json!(format_duration(check.interval));
+    v["timeout"] = json!(format_duration(check.timeout));
+    v["rise"] = json!(check.rise);
+    v["fall"] = json!(check.fall);
+    v
+}
 
 /// The fields of a JSON object, taken one at a time.
 pub struct Fields(Map<String, Value>);
@@ -271,6 +369,34 @@ pub fn spec_from(
     if let Some(after) = f.duration("deregister_after")? {
         spec.deregister_after = bounded("deregister_after", after, std::time::Duration::ZERO)?;
     }
+    if let Some(checks) = f.take("checks") {
+        let Value::Array(items) = checks else {
+            return Err(ValidationError::new("checks", "must be an array of checks"));
+        };
+        if items.len() > MAX_CHECKS {
+            return Err(ValidationError::new(
+                "checks",
+                format!("{} checks; at most {MAX_CHECKS}", items.len()),
+            ));
+        }
+        spec.checks = items
+            .into_iter()
+            .enumerate()
+            .map(|(i, c)| check_from(c, &format!("checks[{i}]")))
+            .collect::<Result<_, _>>()?;
+    }
+    if let Some(initial) = f.str("initial")? {
+        spec.initial_passing = match initial.as_str() {
+            "passing" => true,
+            "critical" => false,
+            other => {
+                return Err(ValidationError::new(
+                    "initial",
+                    format!("{other:?} is not passing or critical"),
+                ));
+            }
+        };
+    }
     Ok(spec)
 }
 
@@ -293,7 +419,14 @@ pub struct InstanceJson<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     lease: Option<String>,
     deregister_after: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    checks: Vec<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    initial: Option<&'static str>,
+    /// The worse of the two below: what DNS goes by.
     health: Health,
+    lease_health: Health,
+    check_health: Health,
     create_index: u64,
     modify_index: u64,
 }
@@ -316,7 +449,15 @@ impl<'a> InstanceJson<'a> {
             status: i.status,
             lease: i.lease.map(format_duration),
             deregister_after: format_duration(i.deregister_after),
-            health: instance.health,
+            checks: i.checks.iter().map(check_to_json).collect(),
+            initial: (!i.checks.is_empty()).then_some(if i.initial_passing {
+                "passing"
+            } else {
+                "critical"
+            }),
+            health: instance.effective_health(),
+            lease_health: instance.health,
+            check_health: instance.check_health,
             create_index: instance.create_index,
             modify_index: instance.modify_index,
         }
@@ -333,7 +474,15 @@ pub fn instance_from_json(value: Value) -> Result<(ServiceName, Instance), Valid
     let mut f = Fields::of(
         value,
         SPEC_FIELDS,
-        &["service", "id", "create_index", "modify_index", "health"],
+        &[
+            "service",
+            "id",
+            "create_index",
+            "modify_index",
+            "health",
+            "lease_health",
+            "check_health",
+        ],
     )?;
     let service = ServiceName::parse(&f.required_str("service")?)?;
     let id = InstanceId::parse(&f.required_str("id")?)?;
@@ -343,14 +492,22 @@ pub fn instance_from_json(value: Value) -> Result<(ServiceName, Instance), Valid
     let modify_index = f
         .int("modify_index", create_index, u64::MAX)?
         .ok_or_else(|| ValidationError::new("modify_index", "is required"))?;
-    let health = f
-        .str("health")?
+    // `health` is derived (the worse of the two); it is read and ignored.
+    let _ = f.take("health");
+    let lease_health = f
+        .str("lease_health")?
         .map(|h| Health::parse(&h))
-        .transpose()?
-        .unwrap_or_default();
+        .transpose()?;
+    let check_health = f
+        .str("check_health")?
+        .map(|h| Health::parse(&h))
+        .transpose()?;
     let spec = spec_from(&mut f, &Cluster::default())?;
     let mut instance = spec.into_instance(id, create_index, modify_index);
-    instance.health = health;
+    instance.health = lease_health.unwrap_or_default();
+    if let Some(check_health) = check_health {
+        instance.check_health = check_health;
+    }
     Ok((service, instance))
 }
 
@@ -507,8 +664,26 @@ mod tests {
         spec.ttl = std::time::Duration::from_secs(30);
         spec.lease = Some(std::time::Duration::from_millis(1500));
         spec.deregister_after = std::time::Duration::from_secs(90);
+        spec.checks = vec![
+            Check {
+                target: CheckTarget::Tcp("10.0.0.1:80".into()),
+                interval: std::time::Duration::from_secs(5),
+                timeout: std::time::Duration::from_secs(1),
+                rise: 2,
+                fall: 3,
+            },
+            Check {
+                target: CheckTarget::Http("http://10.0.0.1/health".into()),
+                interval: std::time::Duration::from_millis(500),
+                timeout: std::time::Duration::from_millis(200),
+                rise: 1,
+                fall: 1,
+            },
+        ];
+        spec.initial_passing = true;
         let mut instance = spec.into_instance(InstanceId::parse("w1").unwrap(), 3, 7);
         instance.health = Health::Critical;
+        instance.check_health = Health::Warning;
         state
             .instances
             .entry(web.clone())

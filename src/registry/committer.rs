@@ -15,7 +15,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::leases::{Due, Timer};
 use super::model::{
-    Health, Instance, InstanceId, InstanceSpec, ServiceName, ServiceSettings, Status,
+    Check, Health, Instance, InstanceId, InstanceSpec, ServiceName, ServiceSettings, Status,
 };
 use super::store::{Change, StoredState};
 use super::{RegistryError, Shared, service_names, service_state};
@@ -55,6 +55,13 @@ pub(super) enum Write {
     Revive {
         service: ServiceName,
         id: InstanceId,
+    },
+    /// What the instance's checks say now (void if its checks changed).
+    CheckHealth {
+        service: ServiceName,
+        id: InstanceId,
+        checks: Vec<Check>,
+        health: Health,
     },
     Restore {
         backup: StoredState,
@@ -226,7 +233,16 @@ impl<'s> Plan<'s> {
                 }
                 let index = self.next_index();
                 let create_index = existing.as_ref().map_or(index, |e| e.create_index);
-                let instance = Arc::new(spec.into_instance(id.clone(), create_index, index));
+                let mut instance = spec.into_instance(id.clone(), create_index, index);
+                // Same checks, same verdict: a new weight is not a reason to
+                // wait for the checks again.
+                if let Some(existing) = existing
+                    .as_ref()
+                    .filter(|e| e.spec.checks == instance.spec.checks)
+                {
+                    instance.check_health = existing.check_health;
+                }
+                let instance = Arc::new(instance);
                 self.instances
                     .insert((service.clone(), id), Some(instance.clone()));
                 self.changes.push(Change::PutInstance {
@@ -287,6 +303,33 @@ impl<'s> Plan<'s> {
                     }
                     _ => Ok(Written::Index(self.index)),
                 }
+            }
+            Write::CheckHealth {
+                service,
+                id,
+                checks,
+                health,
+            } => {
+                let Some(existing) = self.instance(&service, &id) else {
+                    return Ok(Written::Index(self.index));
+                };
+                if existing.spec.checks != checks || existing.check_health == health {
+                    return Ok(Written::Index(self.index));
+                }
+                let index = self.next_index();
+                let instance = Arc::new(Instance {
+                    check_health: health,
+                    modify_index: index,
+                    ..(*existing).clone()
+                });
+                self.instances
+                    .insert((service.clone(), id), Some(instance.clone()));
+                self.changes.push(Change::PutInstance {
+                    service,
+                    instance: instance.clone(),
+                    index,
+                });
+                Ok(Written::Instance(instance))
             }
             Write::Revive { service, id } => {
                 let Some(existing) = self.instance(&service, &id) else {

@@ -52,6 +52,17 @@ pub trait Observer: Send + Sync + 'static {
     fn services_changed(&self, services: &[ServiceState], index: u64);
 }
 
+/// Several observers, told in order.
+pub struct Observers(pub Vec<Arc<dyn Observer>>);
+
+impl Observer for Observers {
+    fn services_changed(&self, services: &[ServiceState], index: u64) {
+        for observer in &self.0 {
+            observer.services_changed(services, index);
+        }
+    }
+}
+
 /// Why a registry operation was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
@@ -270,6 +281,25 @@ impl Registry {
             .lock()
             .renew(service, &instance, tokio::time::Instant::now());
         Ok(instance)
+    }
+
+    /// Records what the checks of `id` of `service` say. Ignored when the
+    /// instance is gone or its checks are no longer `checks` (a result from
+    /// before a re-registration).
+    pub async fn set_check_health(
+        &self,
+        service: &ServiceName,
+        id: &InstanceId,
+        checks: Vec<model::Check>,
+        health: model::Health,
+    ) -> Result<(), RegistryError> {
+        let write = Write::CheckHealth {
+            service: service.clone(),
+            id: id.clone(),
+            checks,
+            health,
+        };
+        self.write(write).await.map(|_| ())
     }
 
     /// How long until the lease of `id` of `service` lapses (or, once it has,

@@ -210,7 +210,7 @@ impl Status {
 }
 
 /// What leases and checks say about an instance (DESIGN §1).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum Health {
     /// Alive: served.
@@ -376,7 +376,49 @@ pub struct InstanceSpec {
     pub lease: Option<Duration>,
     /// How long a critical instance stays before it is removed.
     pub deregister_after: Duration,
+    /// Active checks; the instance's check health is the worst of them.
+    pub checks: Vec<Check>,
+    /// Whether an instance with checks is served before its first check
+    /// passes (`initial: passing`); by default it is not.
+    pub initial_passing: bool,
 }
+
+/// What an active check probes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CheckTarget {
+    /// A TCP connect to `host:port`.
+    Tcp(String),
+    /// An HTTP GET: 2xx passing, 429 warning, anything else critical.
+    Http(String),
+}
+
+/// One active check (DESIGN §1).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Check {
+    /// What to probe.
+    pub target: CheckTarget,
+    /// Time between probes.
+    pub interval: Duration,
+    /// Longest a probe may take.
+    pub timeout: Duration,
+    /// Consecutive passes that make a failing check pass.
+    pub rise: u32,
+    /// Consecutive failures that make a passing check fail.
+    pub fall: u32,
+}
+
+/// Check defaults (DESIGN §1 and the liveness issue).
+pub const DEFAULT_CHECK_INTERVAL: Duration = Duration::from_secs(10);
+/// Default probe timeout.
+pub const DEFAULT_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+/// Default rise.
+pub const DEFAULT_RISE: u32 = 2;
+/// Default fall.
+pub const DEFAULT_FALL: u32 = 3;
+/// Shortest check interval.
+pub const MIN_CHECK_INTERVAL: Duration = Duration::from_millis(100);
+/// Most checks on one instance.
+pub const MAX_CHECKS: usize = 8;
 
 impl InstanceSpec {
     /// A spec with every optional field at its default.
@@ -393,6 +435,17 @@ impl InstanceSpec {
             status: Status::default(),
             lease: None,
             deregister_after: DEFAULT_DEREGISTER_AFTER,
+            checks: Vec::new(),
+            initial_passing: false,
+        }
+    }
+
+    /// The check health a new registration starts with.
+    pub fn initial_check_health(&self) -> Health {
+        if self.checks.is_empty() || self.initial_passing {
+            Health::Passing
+        } else {
+            Health::Critical
         }
     }
 
@@ -400,6 +453,7 @@ impl InstanceSpec {
     pub fn into_instance(self, id: InstanceId, create_index: u64, modify_index: u64) -> Instance {
         Instance {
             id,
+            check_health: self.initial_check_health(),
             spec: self,
             health: Health::Passing,
             create_index,
@@ -415,8 +469,10 @@ pub struct Instance {
     pub id: InstanceId,
     /// What its registration says.
     pub spec: InstanceSpec,
-    /// What its lease (and, later, checks) say.
+    /// What its lease says (passing while it has none).
     pub health: Health,
+    /// What its active checks say (passing while it has none).
+    pub check_health: Health,
     /// Index of the write that created it.
     pub create_index: u64,
     /// Index of the write that last changed it.
@@ -424,9 +480,15 @@ pub struct Instance {
 }
 
 impl Instance {
-    /// Whether DNS should serve it: status UP and health not critical.
+    /// Whether DNS should serve it: status UP and neither lease nor checks
+    /// critical.
     pub fn is_served(&self) -> bool {
-        self.spec.status.is_served() && self.health != Health::Critical
+        self.spec.status.is_served() && self.effective_health() != Health::Critical
+    }
+
+    /// The worse of lease and check health: what operators see and DNS uses.
+    pub fn effective_health(&self) -> Health {
+        self.health.max(self.check_health)
     }
 }
 

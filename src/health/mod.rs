@@ -1,0 +1,282 @@
+//! Active health checks: TCP connects and HTTP GETs, run on their own
+//! schedule (first probe after a random part of the interval, so checks
+//! spread out), bounded in concurrency, and never on the API's or DNS's
+//! path. Each check keeps a rise/fall state; the instance's check health is
+//! the worst of its checks, and only a change of it is written to the
+//! registry. Knows the registry; the registry does not know it.
+
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock, Weak};
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use rand::Rng;
+use tokio::sync::Semaphore;
+use tokio::task::AbortHandle;
+
+use crate::registry::model::{Check, CheckTarget, Health, InstanceId, ServiceName};
+use crate::registry::{Observer, Registry, ServiceState};
+
+/// Probes running at once, at most.
+const MAX_CONCURRENT_PROBES: usize = 256;
+
+/// One check's state: its verdict and how many outcomes in a row have
+/// disagreed with it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CheckState {
+    /// The verdict.
+    pub health: Health,
+    /// Consecutive outcomes against the verdict.
+    pub streak: u32,
+    /// No probe has run yet: a starting-critical check passes on its first pass.
+    pub fresh: bool,
+}
+
+impl CheckState {
+    /// The state before the first probe.
+    pub fn new(initial: Health) -> Self {
+        Self {
+            health: initial,
+            streak: 0,
+            fresh: true,
+        }
+    }
+}
+
+/// The next state after a probe's `outcome` (passing, warning or critical):
+/// a healthy check turns critical after `fall` failures in a row, a critical
+/// one recovers after `rise` non-critical outcomes in a row (or its very
+/// first one), and between passing and warning it follows the latest outcome.
+pub fn next_state(state: CheckState, outcome: Health, rise: u32, fall: u32) -> CheckState {
+    let fresh = false;
+    match (state.health, outcome) {
+        // Still waiting for a first pass, if it never had one.
+        (Health::Critical, Health::Critical) => CheckState { streak: 0, ..state },
+        (Health::Critical, ok) if state.fresh || state.streak + 1 >= rise => CheckState {
+            health: ok,
+            streak: 0,
+            fresh,
+        },
+        (Health::Critical, _) => CheckState {
+            streak: state.streak + 1,
+            fresh,
+            ..state
+        },
+        (_, Health::Critical) if state.streak + 1 >= fall => CheckState {
+            health: Health::Critical,
+            streak: 0,
+            fresh,
+        },
+        (_, Health::Critical) => CheckState {
+            streak: state.streak + 1,
+            fresh,
+            ..state
+        },
+        (_, ok) => CheckState {
+            health: ok,
+            streak: 0,
+            fresh,
+        },
+    }
+}
+
+/// Runs one probe.
+async fn probe(target: &CheckTarget, timeout: Duration, http: &reqwest::Client) -> Health {
+    match target {
+        CheckTarget::Tcp(address) => {
+            match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(address)).await {
+                Ok(Ok(_)) => Health::Passing,
+                _ => Health::Critical,
+            }
+        }
+        CheckTarget::Http(url) => match http.get(url).timeout(timeout).send().await {
+            Ok(r) if r.status().is_success() => Health::Passing,
+            Ok(r) if r.status() == reqwest::StatusCode::TOO_MANY_REQUESTS => Health::Warning,
+            _ => Health::Critical,
+        },
+    }
+}
+
+type Key = (ServiceName, InstanceId);
+
+/// The checks running for one instance.
+struct Running {
+    checks: Vec<Check>,
+    tasks: Vec<AbortHandle>,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+/// The check scheduler; a registry observer.
+pub struct Checker {
+    /// Where results go; set once the registry is open.
+    registry: OnceLock<Weak<Registry>>,
+    /// Running checks by instance.
+    running: Mutex<HashMap<Key, Running>>,
+    /// Bounds the probes in flight.
+    limit: Arc<Semaphore>,
+    /// HTTP client for HTTP checks (no redirects followed: a 3xx is not healthy).
+    http: reqwest::Client,
+}
+
+impl Checker {
+    /// A checker with nothing running.
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self {
+            registry: OnceLock::new(),
+            running: Mutex::new(HashMap::new()),
+            limit: Arc::new(Semaphore::new(MAX_CONCURRENT_PROBES)),
+            http: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap_or_default(),
+        })
+    }
+
+    /// Gives the checker the registry to report to.
+    pub fn attach(&self, registry: &Arc<Registry>) {
+        let _ = self.registry.set(Arc::downgrade(registry));
+    }
+
+    /// How many checks are running (for logs and tests).
+    pub fn running(&self) -> usize {
+        self.running.lock().values().map(|r| r.checks.len()).sum()
+    }
+
+    fn start(self: &Arc<Self>, key: Key, checks: Vec<Check>, initial: Health) -> Running {
+        // The instance's verdict: the worst of its checks' verdicts.
+        let verdicts = Arc::new(Mutex::new((vec![initial; checks.len()], initial)));
+        let tasks = checks
+            .iter()
+            .enumerate()
+            .map(|(n, check)| {
+                let (checker, key, checks, check) = (Arc::downgrade(self), key.clone(), checks.clone(), check.clone());
+                let verdicts = verdicts.clone();
+                tokio::spawn(async move {
+                    let jitter = rand::rng().random_range(Duration::ZERO..check.interval);
+                    tokio::time::sleep(jitter).await;
+                    let mut state = CheckState::new(initial);
+                    let mut ticks = tokio::time::interval(check.interval);
+                    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                    loop {
+                        ticks.tick().await;
+                        let Some(checker) = checker.upgrade() else { return };
+                        let outcome = {
+                            let _permit = checker.limit.acquire().await;
+                            probe(&check.target, check.timeout, &checker.http).await
+                        };
+                        state = next_state(state, outcome, check.rise, check.fall);
+                        let (worst, reported) = {
+                            let mut v = verdicts.lock();
+                            v.0[n] = state.health;
+                            (v.0.iter().copied().max().unwrap_or(Health::Passing), v.1)
+                        };
+                        if worst == reported {
+                            continue;
+                        }
+                        // Counted as reported only once written, so a result
+                        // that could not be recorded is tried again.
+                        let Some(registry) = checker.registry.get().and_then(Weak::upgrade) else { continue };
+                        match registry.set_check_health(&key.0, &key.1, checks.clone(), worst).await {
+                            Ok(()) => verdicts.lock().1 = worst,
+                            Err(error) => {
+                                tracing::warn!(%error, service = %key.0, id = %key.1, "could not record a check result");
+                            }
+                        }
+                    }
+                })
+                .abort_handle()
+            })
+            .collect();
+        Running { checks, tasks }
+    }
+}
+
+impl Observer for Arc<Checker> {
+    fn services_changed(&self, services: &[ServiceState], _index: u64) {
+        let mut running = self.running.lock();
+        for service in services {
+            let present: HashMap<&InstanceId, _> =
+                service.instances.iter().map(|i| (&i.id, i)).collect();
+            running.retain(|(s, id), _| s != &service.name || present.contains_key(id));
+            for instance in &service.instances {
+                let key = (service.name.clone(), instance.id.clone());
+                let current = running.get(&key).map(|r| &r.checks);
+                if current == Some(&instance.spec.checks)
+                    || (current.is_none() && instance.spec.checks.is_empty())
+                {
+                    continue;
+                }
+                running.remove(&key);
+                if !instance.spec.checks.is_empty() {
+                    let started = self.start(
+                        key.clone(),
+                        instance.spec.checks.clone(),
+                        instance.check_health,
+                    );
+                    running.insert(key, started);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use Health::{Critical, Passing, Warning};
+
+    fn run(initial: Health, outcomes: &[Health], rise: u32, fall: u32) -> Vec<Health> {
+        let mut state = CheckState::new(initial);
+        outcomes
+            .iter()
+            .map(|&o| {
+                state = next_state(state, o, rise, fall);
+                state.health
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_new_check_passes_on_its_first_pass() {
+        assert_eq!(
+            run(Critical, &[Critical, Passing], 2, 3),
+            [Critical, Passing]
+        );
+    }
+
+    #[test]
+    fn fall_failures_in_a_row_make_it_critical() {
+        assert_eq!(
+            run(
+                Passing,
+                &[Critical, Critical, Passing, Critical, Critical, Critical],
+                2,
+                3
+            ),
+            [Passing, Passing, Passing, Passing, Passing, Critical]
+        );
+    }
+
+    #[test]
+    fn rise_passes_in_a_row_bring_it_back() {
+        let mut outcomes = vec![Critical; 3];
+        outcomes.extend([Passing, Critical, Passing, Passing]);
+        let seen = run(Passing, &outcomes, 2, 3);
+        assert_eq!(seen[2..], [Critical, Critical, Critical, Critical, Passing]);
+    }
+
+    #[test]
+    fn warning_follows_the_latest_outcome_while_not_critical() {
+        assert_eq!(
+            run(Passing, &[Warning, Passing, Warning], 2, 3),
+            [Warning, Passing, Warning]
+        );
+    }
+}
