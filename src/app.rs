@@ -140,7 +140,12 @@ pub async fn serve(
 
     let mut dns = crate::dns::serve(DnsHandler::new(zones, QueryRng::new(args.seed)), listeners);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let router = crate::api::router(registry.clone(), cluster.clone(), stop_rx.clone());
+    let router = crate::api::router(
+        registry.clone(),
+        cluster.clone(),
+        stop_rx.clone(),
+        Some(checker.clone()),
+    );
     let api = axum::serve(http, router).with_graceful_shutdown(async move {
         let mut stop_rx = stop_rx;
         let _ = stop_rx.wait_for(|stop| *stop).await;

@@ -32,7 +32,12 @@ impl Api {
             .unwrap();
         let (stop, stopping) = tokio::sync::watch::channel(false);
         Self(
-            router(Arc::new(registry), Cluster::parse("dc1").unwrap(), stopping),
+            router(
+                Arc::new(registry),
+                Cluster::parse("dc1").unwrap(),
+                stopping,
+                None,
+            ),
             stop,
         )
     }

@@ -98,6 +98,25 @@ fn a_killed_tcp_service_leaves_dns_after_fall_and_returns_after_rise() {
     });
     let (_, reply) = server.call("GET", "/v1/services/tcp/instances/t1", None);
     assert_eq!(reply["instance"]["check_health"], "critical");
+    // The latest result is visible, with its output and time.
+    let status = &reply["checks_status"][0];
+    assert_eq!(
+        (status["check"].as_str(), status["health"].as_str()),
+        (
+            Some(format!("tcp 127.0.0.1:{port}").as_str()),
+            Some("critical")
+        )
+    );
+    assert!(
+        status["output"]
+            .as_str()
+            .is_some_and(|o| o.contains("connect to")),
+        "{status}"
+    );
+    assert!(
+        status["at"].as_str().is_some_and(|t| t.ends_with('Z')),
+        "{status}"
+    );
     let _back = TcpService::start(port);
     eventually("back after two passing probes", || {
         served(&server, "tcp.service.internal.") == ["10.0.0.1"]

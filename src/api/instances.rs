@@ -11,6 +11,7 @@ use serde_json::json;
 use super::body::read_object;
 use super::error::ApiError;
 use super::{ApiState, serialized_with_index, with_index};
+use crate::health::{CheckReport, Checker};
 use crate::registry::Registry;
 use crate::registry::codec::{InstanceJson, SPEC_FIELDS, spec_from};
 use crate::registry::model::{Cluster, InstanceId, InstanceSpec, ServiceName, ValidationError};
@@ -64,10 +65,14 @@ struct InstanceReply<'a> {
     instance: InstanceJson<'a>,
     #[serde(skip_serializing_if = "Option::is_none")]
     lease_remaining: Option<String>,
+    /// The latest result of each active check.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    checks_status: Vec<CheckReport>,
 }
 
 fn instance_reply(
     registry: &Registry,
+    checks: Option<&Checker>,
     index: u64,
     service: &ServiceName,
     instance: &Instance,
@@ -81,6 +86,9 @@ fn instance_reply(
             // Milliseconds are enough for a lease; humantime would print nanoseconds.
             lease_remaining: remaining
                 .map(|d| format_duration(std::time::Duration::from_millis(d.as_millis() as u64))),
+            checks_status: checks
+                .map(|c| c.reports(service, &instance.id))
+                .unwrap_or_default(),
         },
     )
 }
@@ -91,6 +99,7 @@ pub async fn put(
     State(ApiState {
         registry,
         default_cluster,
+        checks,
         ..
     }): State<ApiState>,
     Path((service, id)): Path<(String, String)>,
@@ -103,6 +112,7 @@ pub async fn put(
     let instance = registry.put_instance(&service, &id, spec, cas).await?;
     Ok(instance_reply(
         &registry,
+        checks.as_deref(),
         registry.index(),
         &service,
         &instance,
@@ -111,7 +121,9 @@ pub async fn put(
 
 /// `GET`: one instance; a blocking read with `?index=N&wait=30s`.
 pub async fn get(
-    State(ApiState { registry, .. }): State<ApiState>,
+    State(ApiState {
+        registry, checks, ..
+    }): State<ApiState>,
     Path((service, id)): Path<(String, String)>,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
@@ -121,13 +133,21 @@ pub async fn get(
     let instance = registry.instance(&service, &id).ok_or_else(|| {
         ApiError::NotFound(format!("instance {id} of service {service} not found"))
     })?;
-    Ok(instance_reply(&registry, index, &service, &instance))
+    Ok(instance_reply(
+        &registry,
+        checks.as_deref(),
+        index,
+        &service,
+        &instance,
+    ))
 }
 
 /// `PUT .../status`: sets the status (`STARTING`, `UP`, `OUT_OF_SERVICE`)
 /// and keeps the rest of the registration.
 pub async fn put_status(
-    State(ApiState { registry, .. }): State<ApiState>,
+    State(ApiState {
+        registry, checks, ..
+    }): State<ApiState>,
     Path((service, id)): Path<(String, String)>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
@@ -137,6 +157,7 @@ pub async fn put_status(
     let instance = registry.set_status(&service, &id, status).await?;
     Ok(instance_reply(
         &registry,
+        checks.as_deref(),
         registry.index(),
         &service,
         &instance,
@@ -146,13 +167,16 @@ pub async fn put_status(
 /// `PUT .../heartbeat`: renews the lease. 404 for an unknown instance (the
 /// client should register again), 422 for one without a lease.
 pub async fn put_heartbeat(
-    State(ApiState { registry, .. }): State<ApiState>,
+    State(ApiState {
+        registry, checks, ..
+    }): State<ApiState>,
     Path((service, id)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
     let (service, id) = names(&service, &id)?;
     let instance = registry.heartbeat(&service, &id).await?;
     Ok(instance_reply(
         &registry,
+        checks.as_deref(),
         registry.index(),
         &service,
         &instance,

@@ -34,6 +34,9 @@ pub struct ApiState {
     /// Becomes true when the server stops: long-lived answers (watch
     /// streams) end so that shutdown does not wait on them.
     pub stopping: tokio::sync::watch::Receiver<bool>,
+    /// The check scheduler, for the latest check results (none in tests
+    /// that run no checks).
+    pub checks: Option<Arc<crate::health::Checker>>,
 }
 
 /// Header carrying the registry index on every response.
@@ -45,10 +48,12 @@ pub fn router(
     registry: Arc<Registry>,
     default_cluster: Cluster,
     stopping: tokio::sync::watch::Receiver<bool>,
+    checks: Option<Arc<crate::health::Checker>>,
 ) -> Router {
     let state = ApiState {
         registry: registry.clone(),
         stopping,
+        checks,
         default_cluster,
     };
     Router::new()

@@ -80,21 +80,55 @@ pub fn next_state(state: CheckState, outcome: Health, rise: u32, fall: u32) -> C
     }
 }
 
-/// Runs one probe.
-async fn probe(target: &CheckTarget, timeout: Duration, http: &reqwest::Client) -> Health {
+/// Runs one probe: its outcome and a line saying what happened.
+async fn probe(
+    target: &CheckTarget,
+    timeout: Duration,
+    http: &reqwest::Client,
+) -> (Health, String) {
+    let timed_out = || {
+        format!(
+            "no answer within {}",
+            crate::registry::model::format_duration(timeout)
+        )
+    };
     match target {
         CheckTarget::Tcp(address) => {
             match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(address)).await {
-                Ok(Ok(_)) => Health::Passing,
-                _ => Health::Critical,
+                Ok(Ok(_)) => (Health::Passing, format!("connected to {address}")),
+                Ok(Err(e)) => (Health::Critical, format!("connect to {address}: {e}")),
+                Err(_) => (Health::Critical, timed_out()),
             }
         }
         CheckTarget::Http(url) => match http.get(url).timeout(timeout).send().await {
-            Ok(r) if r.status().is_success() => Health::Passing,
-            Ok(r) if r.status() == reqwest::StatusCode::TOO_MANY_REQUESTS => Health::Warning,
-            _ => Health::Critical,
+            Ok(r) => {
+                let status = r.status();
+                let health = if status.is_success() {
+                    Health::Passing
+                } else if status == reqwest::StatusCode::TOO_MANY_REQUESTS {
+                    Health::Warning
+                } else {
+                    Health::Critical
+                };
+                (health, format!("HTTP {status}"))
+            }
+            Err(e) if e.is_timeout() => (Health::Critical, timed_out()),
+            Err(e) => (Health::Critical, format!("GET {url}: {e}")),
         },
     }
+}
+
+/// The latest result of one check, for operators.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct CheckReport {
+    /// The check (`tcp 10.0.0.5:8080`, `http http://...`).
+    pub check: String,
+    /// The check's verdict after its latest probe.
+    pub health: Health,
+    /// What the latest probe saw.
+    pub output: String,
+    /// When (RFC 3339).
+    pub at: String,
 }
 
 type Key = (ServiceName, InstanceId);
@@ -103,6 +137,8 @@ type Key = (ServiceName, InstanceId);
 struct Running {
     checks: Vec<Check>,
     tasks: Vec<AbortHandle>,
+    /// The latest result of each check (none before its first probe).
+    reports: Arc<Mutex<Vec<Option<CheckReport>>>>,
 }
 
 impl Drop for Running {
@@ -144,6 +180,15 @@ impl Checker {
         let _ = self.registry.set(Arc::downgrade(registry));
     }
 
+    /// The latest result of each check of `id` of `service`.
+    pub fn reports(&self, service: &ServiceName, id: &InstanceId) -> Vec<CheckReport> {
+        let running = self.running.lock();
+        let Some(r) = running.get(&(service.clone(), id.clone())) else {
+            return Vec::new();
+        };
+        r.reports.lock().iter().flatten().cloned().collect()
+    }
+
     /// How many checks are running (for logs and tests).
     pub fn running(&self) -> usize {
         self.running.lock().values().map(|r| r.checks.len()).sum()
@@ -152,12 +197,13 @@ impl Checker {
     fn start(self: &Arc<Self>, key: Key, checks: Vec<Check>, initial: Health) -> Running {
         // The instance's verdict: the worst of its checks' verdicts.
         let verdicts = Arc::new(Mutex::new((vec![initial; checks.len()], initial)));
+        let reports = Arc::new(Mutex::new(vec![None; checks.len()]));
         let tasks = checks
             .iter()
             .enumerate()
             .map(|(n, check)| {
                 let (checker, key, checks, check) = (Arc::downgrade(self), key.clone(), checks.clone(), check.clone());
-                let verdicts = verdicts.clone();
+                let (verdicts, reports) = (verdicts.clone(), reports.clone());
                 tokio::spawn(async move {
                     let jitter = rand::rng().random_range(Duration::ZERO..check.interval);
                     tokio::time::sleep(jitter).await;
@@ -167,11 +213,20 @@ impl Checker {
                     loop {
                         ticks.tick().await;
                         let Some(checker) = checker.upgrade() else { return };
-                        let outcome = {
+                        let (outcome, output) = {
                             let _permit = checker.limit.acquire().await;
                             probe(&check.target, check.timeout, &checker.http).await
                         };
                         state = next_state(state, outcome, check.rise, check.fall);
+                        reports.lock()[n] = Some(CheckReport {
+                            check: match &check.target {
+                                CheckTarget::Tcp(a) => format!("tcp {a}"),
+                                CheckTarget::Http(u) => format!("http {u}"),
+                            },
+                            health: state.health,
+                            output,
+                            at: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+                        });
                         let (worst, reported) = {
                             let mut v = verdicts.lock();
                             v.0[n] = state.health;
@@ -194,7 +249,11 @@ impl Checker {
                 .abort_handle()
             })
             .collect();
-        Running { checks, tasks }
+        Running {
+            checks,
+            tasks,
+            reports,
+        }
     }
 }
 
