@@ -342,8 +342,8 @@ pub async fn list(args: ListArgs) -> Result<(), ClientError> {
     };
     if args.service.is_some() {
         println!(
-            "{:<24} {:<40} {:>6} {:>6} {:>8} {:<6} {:<14} {:<9} TAGS",
-            "ID", "ADDRESS", "WEIGHT", "PRIO", "CLUSTER", "TTL", "STATUS", "HEALTH"
+            "{:<24} {:<40} {:>6} {:>6} {:>8} {:<6} {:<14} {:<9} {:<10} TAGS / LAST CHECK",
+            "ID", "ADDRESS", "WEIGHT", "PRIO", "CLUSTER", "TTL", "STATUS", "HEALTH", "LEASE LEFT"
         );
         for i in reply["instances"].as_array().into_iter().flatten() {
             let address = format!("{}:{}", text(&i["address"]), i["port"]);
@@ -354,7 +354,7 @@ pub async fn list(args: ListArgs) -> Result<(), ClientError> {
                 .map(text)
                 .collect();
             println!(
-                "{:<24} {:<40} {:>6} {:>6} {:>8} {:<6} {:<14} {:<9} {}",
+                "{:<24} {:<40} {:>6} {:>6} {:>8} {:<6} {:<14} {:<9} {:<10} {}{}",
                 text(&i["id"]),
                 address,
                 text(&i["weight"]),
@@ -363,7 +363,19 @@ pub async fn list(args: ListArgs) -> Result<(), ClientError> {
                 text(&i["ttl"]),
                 text(&i["status"]),
                 text(&i["health"]),
-                tags.join(",")
+                i["lease_remaining"].as_str().unwrap_or("-"),
+                tags.join(","),
+                i["checks_status"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|c| format!(
+                        " [{}: {} at {}]",
+                        text(&c["check"]),
+                        text(&c["output"]),
+                        text(&c["at"])
+                    ))
+                    .collect::<String>()
             );
         }
     } else {

@@ -77,20 +77,34 @@ fn instance_reply(
     service: &ServiceName,
     instance: &Instance,
 ) -> Response {
-    let remaining = registry.lease_remaining(service, &instance.id);
+    let (lease_remaining, checks_status) = live(registry, checks, service, instance);
     serialized_with_index(
         index,
         &InstanceReply {
             index,
             instance: InstanceJson::new(service, instance),
-            // Milliseconds are enough for a lease; humantime would print nanoseconds.
-            lease_remaining: remaining
-                .map(|d| format_duration(std::time::Duration::from_millis(d.as_millis() as u64))),
-            checks_status: checks
-                .map(|c| c.reports(service, &instance.id))
-                .unwrap_or_default(),
+            lease_remaining,
+            checks_status,
         },
     )
+}
+
+/// What is known of an instance beyond its record: the time left on its
+/// lease and its checks' latest results.
+pub fn live(
+    registry: &Registry,
+    checks: Option<&Checker>,
+    service: &ServiceName,
+    instance: &Instance,
+) -> (Option<String>, Vec<CheckReport>) {
+    // Milliseconds are enough for a lease; humantime would print nanoseconds.
+    let remaining = registry
+        .lease_remaining(service, &instance.id)
+        .map(|d| format_duration(std::time::Duration::from_millis(d.as_millis() as u64)));
+    let reports = checks
+        .map(|c| c.reports(service, &instance.id))
+        .unwrap_or_default();
+    (remaining, reports)
 }
 
 /// `PUT`: register or replace. `?cas=N` writes only at modify index N

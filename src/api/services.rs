@@ -37,10 +37,13 @@ pub async fn list(
     Ok(with_index(index, json!({ "services": services })))
 }
 
-/// `GET /v1/services/{service}`: settings and every instance; a blocking
-/// read with `?index=N&wait=30s`.
+/// `GET /v1/services/{service}`: settings and every instance, each with its
+/// lease time left and latest check results; a blocking read with
+/// `?index=N&wait=30s`.
 pub async fn get(
-    State(ApiState { registry, .. }): State<ApiState>,
+    State(ApiState {
+        registry, checks, ..
+    }): State<ApiState>,
     Path(service): Path<String>,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
@@ -53,7 +56,18 @@ pub async fn get(
     let instances: Vec<Value> = state
         .instances
         .iter()
-        .map(|i| instance_to_json(&name, i))
+        .map(|i| {
+            let mut value = instance_to_json(&name, i);
+            let (remaining, reports) =
+                super::instances::live(&registry, checks.as_deref(), &name, i);
+            if let Some(remaining) = remaining {
+                value["lease_remaining"] = json!(remaining);
+            }
+            if !reports.is_empty() {
+                value["checks_status"] = json!(reports);
+            }
+            value
+        })
         .collect();
     Ok(with_index(
         index,
