@@ -187,22 +187,32 @@ impl<'s> Plan<'s> {
         }
     }
 
-    /// Plans `existing` with another health, its registration unchanged.
-    fn put_health(&mut self, service: ServiceName, existing: &Instance, health: Health) -> Written {
-        let index = self.next_index();
-        let instance = Arc::new(Instance {
-            health,
-            modify_index: index,
-            ..existing.clone()
-        });
+    /// Plans `existing` changed by `change` (its registration otherwise the
+    /// same), at the next index.
+    fn put_modified(
+        &mut self,
+        service: ServiceName,
+        existing: &Instance,
+        change: impl FnOnce(&mut Instance),
+    ) -> Written {
+        let mut instance = existing.clone();
+        instance.modify_index = self.next_index();
+        change(&mut instance);
+        self.record(service, instance)
+    }
+
+    /// Plans `instance` (its modify index already the new index) as the
+    /// instance's new state.
+    fn record(&mut self, service: ServiceName, instance: Instance) -> Written {
+        let instance = Arc::new(instance);
         self.instances.insert(
-            (service.clone(), existing.id.clone()),
+            (service.clone(), instance.id.clone()),
             Some(instance.clone()),
         );
         self.changes.push(Change::PutInstance {
             service,
             instance: instance.clone(),
-            index,
+            index: instance.modify_index,
         });
         Written::Instance(instance)
     }
@@ -242,15 +252,7 @@ impl<'s> Plan<'s> {
                 {
                     instance.check_health = existing.check_health;
                 }
-                let instance = Arc::new(instance);
-                self.instances
-                    .insert((service.clone(), id), Some(instance.clone()));
-                self.changes.push(Change::PutInstance {
-                    service,
-                    instance: instance.clone(),
-                    index,
-                });
-                Ok(Written::Instance(instance))
+                Ok(self.record(service, instance))
             }
             Write::DeleteInstance { service, id, cas } => {
                 let Some(existing) = self.instance(&service, &id) else {
@@ -292,7 +294,7 @@ impl<'s> Plan<'s> {
                     Due::Expire
                         if existing.spec.lease.is_some() && existing.health != Health::Critical =>
                     {
-                        Ok(self.put_health(service, &existing, Health::Critical))
+                        Ok(self.put_modified(service, &existing, |i| i.health = Health::Critical))
                     }
                     Due::Reap if existing.health == Health::Critical => {
                         self.plan(Write::DeleteInstance {
@@ -316,20 +318,7 @@ impl<'s> Plan<'s> {
                 if existing.spec.checks != checks || existing.check_health == health {
                     return Ok(Written::Index(self.index));
                 }
-                let index = self.next_index();
-                let instance = Arc::new(Instance {
-                    check_health: health,
-                    modify_index: index,
-                    ..(*existing).clone()
-                });
-                self.instances
-                    .insert((service.clone(), id), Some(instance.clone()));
-                self.changes.push(Change::PutInstance {
-                    service,
-                    instance: instance.clone(),
-                    index,
-                });
-                Ok(Written::Instance(instance))
+                Ok(self.put_modified(service, &existing, |i| i.check_health = health))
             }
             Write::Revive { service, id } => {
                 let Some(existing) = self.instance(&service, &id) else {
@@ -340,7 +329,7 @@ impl<'s> Plan<'s> {
                 if existing.health == Health::Passing {
                     return Ok(Written::Instance(existing));
                 }
-                Ok(self.put_health(service, &existing, Health::Passing))
+                Ok(self.put_modified(service, &existing, |i| i.health = Health::Passing))
             }
             Write::PutSettings { service, settings } => {
                 let current = self
