@@ -33,6 +33,9 @@ import threading
 import time
 import urllib.parse
 
+# Shared with the DNS benchmark beside this file.
+from bench_dns import fmt, med, udp_drops  # noqa: E402
+
 DOMAIN = "internal"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 QTYPE = {"A": 1, "SRV": 33}
@@ -167,20 +170,6 @@ def status_kib(pid: int, key: str) -> int | None:
     except (OSError, ValueError):
         pass
     return None
-
-
-def udp_drops(port: int) -> int:
-    total = 0
-    try:
-        with open("/proc/net/udp") as f:
-            next(f)
-            for line in f:
-                fields = line.split()
-                if len(fields) >= 13 and int(fields[1].split(":")[1], 16) == port:
-                    total += int(fields[12])
-    except (OSError, ValueError):
-        pass
-    return total
 
 
 # --------------------------------------------------------------------------
@@ -845,15 +834,6 @@ def cmd_throughput(a):
 
 # --------------------------------------------------------------------------
 # report
-
-
-def med(values):
-    values = [v for v in values if v is not None]
-    return statistics.median(values) if values else None
-
-
-def fmt(v, spec, none="-"):
-    return none if v is None else format(v, spec)
 
 
 def cmd_report(a):
