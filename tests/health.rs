@@ -15,15 +15,9 @@ use hickory_proto::rr::{RData, RecordType};
 use serde_json::json;
 use support::{Server, addresses, instance};
 
-/// Waits (bounded) for `cond`; a liveness limit, not a timing assertion.
-fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
-    for _ in 0..200 {
-        if cond() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("{what}: not within 10 s");
+/// Waits (bounded) for `cond`.
+fn eventually(what: &str, cond: impl FnMut() -> bool) {
+    support::eventually(what, Duration::from_secs(10), cond);
 }
 
 fn served(server: &Server, name: &str) -> Vec<String> {

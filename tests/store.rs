@@ -308,6 +308,16 @@ fn export_and_import_round_trip_through_the_api_and_the_data_dir() {
 
     // Into a fresh server, through its API: same state, same index.
     let target = start(&dir.join("b"));
+    // `signpost import --replace` of whatever `file` holds at the time.
+    let import_replace = || {
+        run(&[
+            "import",
+            file.to_str().unwrap(),
+            "--api",
+            &target.api,
+            "--replace",
+        ])
+    };
     let (ok, _, err) = run(&["import", file.to_str().unwrap(), "--api", &target.api]);
     assert!(ok, "{err}");
     assert_eq!(target.call("GET", "/v1/export", None).1, exported);
@@ -315,13 +325,7 @@ fn export_and_import_round_trip_through_the_api_and_the_data_dir() {
     // Not over existing data unless asked; then the index moves on.
     let (ok, _, err) = run(&["import", file.to_str().unwrap(), "--api", &target.api]);
     assert!(!ok && err.contains("409"), "{err}");
-    let (ok, _, err) = run(&[
-        "import",
-        file.to_str().unwrap(),
-        "--api",
-        &target.api,
-        "--replace",
-    ]);
+    let (ok, _, err) = import_replace();
     assert!(ok, "{err}");
     assert_eq!(
         target.call("GET", "/v1/export", None).1["index"],
@@ -363,13 +367,7 @@ fn export_and_import_round_trip_through_the_api_and_the_data_dir() {
         .unwrap();
     a["address"] = json!("10.7.7.7");
     std::fs::write(&file, moved.to_string()).unwrap();
-    let (ok, _, err) = run(&[
-        "import",
-        file.to_str().unwrap(),
-        "--api",
-        &target.api,
-        "--replace",
-    ]);
+    let (ok, _, err) = import_replace();
     assert!(ok, "{err}");
     let reply = target.query("a.web.instance.internal.", RecordType::A);
     assert_eq!(addresses(&reply.answers), ["10.7.7.7"]);
@@ -378,13 +376,7 @@ fn export_and_import_round_trip_through_the_api_and_the_data_dir() {
     let mut bad = exported.clone();
     bad["services"][0]["instances"][0]["weight"] = json!(0);
     std::fs::write(&file, bad.to_string()).unwrap();
-    let (ok, _, err) = run(&[
-        "import",
-        file.to_str().unwrap(),
-        "--api",
-        &target.api,
-        "--replace",
-    ]);
+    let (ok, _, err) = import_replace();
     assert!(
         !ok && err.contains("services[0].instances[0].weight"),
         "{err}"

@@ -174,6 +174,19 @@ fn rand_suffix() -> u64 {
     N.fetch_add(1, Ordering::Relaxed)
 }
 
+/// Polls `cond` every 50 ms until it holds, for at most `limit`: a
+/// liveness bound, not a timing assertion.
+pub fn eventually(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + limit;
+    while std::time::Instant::now() < deadline {
+        if cond() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(cond(), "{what}: not within {limit:?}");
+}
+
 /// Runs the binary with `args`; (success, stdout, stderr).
 pub fn run(args: &[&str]) -> (bool, String, String) {
     let out = Command::new(binary()).args(args).output().unwrap();
