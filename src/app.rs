@@ -125,7 +125,11 @@ pub async fn serve(
     });
 
     let io_error = |what, addr| move |source| AppError::Io { what, addr, source };
-    let listeners = crate::dns::bind(args.dns_addr)
+    let dns_threads = match args.dns_threads {
+        0 => std::thread::available_parallelism().map_or(1, usize::from),
+        n => n,
+    };
+    let listeners = crate::dns::bind(args.dns_addr, dns_threads)
         .await
         .map_err(io_error("cannot bind DNS to", args.dns_addr))?;
     let dns_addr = listeners
@@ -138,7 +142,8 @@ pub async fn serve(
         .local_addr()
         .map_err(io_error("cannot bind the API to", args.http_addr))?;
 
-    let mut dns = crate::dns::serve(DnsHandler::new(zones, QueryRng::new(args.seed)), listeners);
+    let dns = crate::dns::serve(DnsHandler::new(zones, QueryRng::new(args.seed)), listeners)
+        .map_err(io_error("cannot serve DNS on", dns_addr))?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let router = crate::api::router(
         registry.clone(),
@@ -160,9 +165,7 @@ pub async fn serve(
     shutdown.await;
     tracing::info!("shutting down");
     let _ = stop_tx.send(true);
-    if let Err(error) = dns.shutdown_gracefully().await {
-        tracing::warn!(%error, "DNS server stopped with an error");
-    }
+    dns.shutdown().await;
     match api_task.await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(source)) => Err(AppError::Io {

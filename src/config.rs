@@ -79,6 +79,10 @@ pub struct ServeArgs {
     /// Directory of the embedded store (created if missing).
     #[arg(long, default_value = "data", env = "SIGNPOST_DATA_DIR")]
     pub data_dir: PathBuf,
+    /// UDP sockets and threads answering DNS, all on the same port
+    /// (`SO_REUSEPORT`). 0: one per CPU this process may run on.
+    #[arg(long, default_value_t = 0, env = "SIGNPOST_DNS_THREADS")]
+    pub dns_threads: usize,
     /// Seed for answer ordering, for reproducible tests. Random by default.
     #[arg(long, hide = true, env = "SIGNPOST_SEED")]
     pub seed: Option<u64>,

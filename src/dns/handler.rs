@@ -87,7 +87,17 @@ impl QueryRng {
     }
 }
 
-/// A response ready to encode.
+/// The most bytes a response may take: 65,535 over TCP, else the payload
+/// size of the response's OPT record, or 512 without EDNS.
+pub fn payload_limit(tcp: bool, edns: Option<&Edns>) -> usize {
+    if tcp {
+        usize::from(u16::MAX)
+    } else {
+        usize::from(edns.map_or(PLAIN_UDP_PAYLOAD, Edns::max_payload))
+    }
+}
+
+/// A response ready to encode, not yet cut to the client's payload size.
 pub struct Response {
     /// Header fields.
     pub metadata: Metadata,
@@ -97,18 +107,23 @@ pub struct Response {
     pub answer: Answer,
 }
 
-/// The handler hickory's `Server` calls for each request.
+/// Answers requests: called by the UDP threads and by hickory's `Server`
+/// for TCP. Clones share the zones and the random source.
+#[derive(Clone)]
 pub struct DnsHandler {
     /// What we answer for.
     zones: Arc<Zones>,
     /// Per-query random source for ordering.
-    rng: QueryRng,
+    rng: Arc<QueryRng>,
 }
 
 impl DnsHandler {
     /// A handler over `zones`.
     pub fn new(zones: Arc<Zones>, rng: QueryRng) -> Self {
-        Self { zones, rng }
+        Self {
+            zones,
+            rng: Arc::new(rng),
+        }
     }
 
     /// Builds the response to `request`.
@@ -189,20 +204,6 @@ impl DnsHandler {
             edns.options_mut()
                 .insert(EdnsOption::Unknown(EDE_OPTION, data));
         }
-        let limit = if tcp {
-            usize::from(u16::MAX)
-        } else {
-            usize::from(edns.as_ref().map_or(PLAIN_UDP_PAYLOAD, Edns::max_payload))
-        };
-        if wire::fit(
-            request.queries.as_bytes(),
-            &mut answer,
-            edns.as_ref(),
-            limit,
-        ) == Fit::Truncated
-        {
-            metadata.truncation = true;
-        }
         Response {
             metadata,
             edns,
@@ -247,10 +248,16 @@ impl RequestHandler for DnsHandler {
         mut response_handle: R,
     ) -> ResponseInfo {
         let Response {
-            metadata,
+            mut metadata,
             edns,
-            answer,
+            mut answer,
         } = self.respond(request);
+        let tcp = request.protocol() != Protocol::Udp;
+        let limit = payload_limit(tcp, edns.as_ref());
+        let question = request.queries.as_bytes();
+        if wire::fit(question, &mut answer, edns.as_ref(), limit) == Fit::Truncated {
+            metadata.truncation = true;
+        }
         let builder = MessageResponseBuilder::new(&request.queries, edns.as_ref());
         let message = builder.build(
             metadata,

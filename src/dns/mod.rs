@@ -3,8 +3,10 @@
 
 pub mod answer;
 pub mod handler;
+pub mod message;
 pub mod names;
 pub mod registry_zone;
+pub mod udp;
 pub mod wire;
 pub mod zones;
 
@@ -13,7 +15,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use hickory_server::Server;
-use tokio::net::{TcpListener, UdpSocket};
+use tokio::net::TcpListener;
 
 use handler::DnsHandler;
 
@@ -28,41 +30,50 @@ const PORT_TRIES: usize = 32;
 /// reason. The kernel caps it at `net.core.rmem_max`.
 const UDP_RECV_BUFFER: usize = 4 << 20;
 
-/// A UDP socket and a TCP listener on the same address and port.
+/// UDP sockets and a TCP listener on the same address and port.
 pub struct DnsListeners {
-    /// Bound UDP socket.
-    pub udp: UdpSocket,
+    /// Bound UDP sockets, all on one port (`SO_REUSEPORT`): the kernel
+    /// spreads datagrams over them by source address and port.
+    pub udp: Vec<std::net::UdpSocket>,
     /// Bound TCP listener.
     pub tcp: TcpListener,
 }
 
 impl DnsListeners {
-    /// The address both are bound to.
+    /// The address all are bound to.
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.udp.local_addr()
+        self.tcp.local_addr()
     }
 }
 
-/// Binds UDP and TCP on `addr`. With port 0, picks one port free for both,
-/// since a client that is told to retry over TCP retries on the same port.
-pub async fn bind(addr: SocketAddr) -> io::Result<DnsListeners> {
+/// Binds `udp_sockets` (at least one) UDP sockets and a TCP listener on
+/// `addr`. With port 0, picks one port free for both, since a client that
+/// is told to retry over TCP retries on the same port.
+pub async fn bind(addr: SocketAddr, udp_sockets: usize) -> io::Result<DnsListeners> {
     let mut last_error = None;
     for _ in 0..PORT_TRIES {
-        let udp = bind_udp(addr)?;
-        let bound = udp.local_addr()?;
-        match TcpListener::bind(bound).await {
-            Ok(tcp) => return Ok(DnsListeners { udp, tcp }),
+        let first = bind_udp(addr)?;
+        let bound = first.local_addr()?;
+        let tcp = match TcpListener::bind(bound).await {
+            Ok(tcp) => tcp,
             Err(e) if addr.port() == 0 && e.kind() == io::ErrorKind::AddrInUse => {
-                last_error = Some(e)
+                last_error = Some(e);
+                continue;
             }
             Err(e) => return Err(e),
+        };
+        let mut udp = vec![first];
+        for _ in 1..udp_sockets.max(1) {
+            udp.push(bind_udp(bound)?);
         }
+        return Ok(DnsListeners { udp, tcp });
     }
     Err(last_error.unwrap_or_else(|| io::Error::other("no port free for both UDP and TCP")))
 }
 
-/// A non-blocking UDP socket on `addr` with a large receive buffer.
-fn bind_udp(addr: SocketAddr) -> io::Result<UdpSocket> {
+/// A UDP socket on `addr` with a large receive buffer, open to more
+/// sockets on the same port from this user (`SO_REUSEPORT`).
+fn bind_udp(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
     let socket = socket2::Socket::new(
         socket2::Domain::for_address(addr),
         socket2::Type::DGRAM,
@@ -71,15 +82,35 @@ fn bind_udp(addr: SocketAddr) -> io::Result<UdpSocket> {
     if let Err(error) = socket.set_recv_buffer_size(UDP_RECV_BUFFER) {
         tracing::debug!(%error, "could not enlarge the UDP receive buffer");
     }
-    socket.set_nonblocking(true)?;
+    #[cfg(unix)]
+    socket.set_reuse_port(true)?;
     socket.bind(&addr.into())?;
-    UdpSocket::from_std(socket.into())
+    Ok(socket.into())
+}
+
+/// DNS being served: UDP on our own threads, TCP on hickory's `Server`.
+pub struct DnsServer {
+    /// The UDP threads.
+    udp: udp::UdpServer,
+    /// TCP.
+    tcp: Server<DnsHandler>,
+}
+
+impl DnsServer {
+    /// Stops answering: UDP threads return, TCP connections are closed.
+    pub async fn shutdown(mut self) {
+        if let Err(error) = self.tcp.shutdown_gracefully().await {
+            tracing::warn!(%error, "DNS over TCP stopped with an error");
+        }
+        let udp = self.udp;
+        let _ = tokio::task::spawn_blocking(move || udp.stop()).await;
+    }
 }
 
 /// Starts serving `handler` on `listeners`.
-pub fn serve(handler: DnsHandler, listeners: DnsListeners) -> Server<DnsHandler> {
-    let mut server = Server::new(handler);
-    server.register_socket(listeners.udp);
-    server.register_listener(listeners.tcp, TCP_IDLE_TIMEOUT, TCP_RESPONSE_BUFFER);
-    server
+pub fn serve(handler: DnsHandler, listeners: DnsListeners) -> io::Result<DnsServer> {
+    let udp = udp::UdpServer::start(&handler, listeners.udp)?;
+    let mut tcp = Server::new(handler);
+    tcp.register_listener(listeners.tcp, TCP_IDLE_TIMEOUT, TCP_RESPONSE_BUFFER);
+    Ok(DnsServer { udp, tcp })
 }

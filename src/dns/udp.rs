@@ -1,0 +1,155 @@
+//! The UDP fast path: one OS thread per `SO_REUSEPORT` socket, each in a
+//! plain receive → answer → send loop.
+//!
+//! hickory's `Server` spawns a task for every datagram and sends the reply
+//! back through a channel to the socket's task; on a small machine that
+//! costs more than answering. Here a query is decoded with hickory-proto,
+//! answered by the same [`DnsHandler::respond`] that TCP uses, and encoded
+//! into a buffer the thread keeps, with no task, channel or lock between
+//! the datagram and its reply. TCP stays on hickory's `Server`.
+
+use std::io;
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use hickory_proto::op::{Header, MessageType, Metadata, ResponseCode};
+use hickory_proto::serialize::binary::{BinDecodable, BinDecoder, BinEncoder};
+use hickory_server::net::xfer::Protocol;
+use hickory_server::server::Request;
+use hickory_server::zone_handler::{MessageResponseBuilder, Queries};
+
+use super::handler::{DnsHandler, Response, payload_limit};
+use super::message::Encoder;
+
+/// Largest datagram read. Queries are small; a longer one is cut by the
+/// kernel and then fails to decode (FORMERR).
+const RECV_BUFFER: usize = 4096;
+/// How often an idle thread looks at the stop flag.
+const STOP_POLL: Duration = Duration::from_millis(100);
+
+/// The running UDP threads.
+pub struct UdpServer {
+    /// Set to ask the threads to return.
+    stop: Arc<AtomicBool>,
+    /// One per socket.
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl UdpServer {
+    /// Starts one thread per socket, each answering with `handler`.
+    pub fn start(handler: &DnsHandler, sockets: Vec<UdpSocket>) -> io::Result<Self> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut threads = Vec::with_capacity(sockets.len());
+        for (n, socket) in sockets.into_iter().enumerate() {
+            socket.set_nonblocking(false)?;
+            socket.set_read_timeout(Some(STOP_POLL))?;
+            let handler = handler.clone();
+            let stop = stop.clone();
+            threads.push(
+                std::thread::Builder::new()
+                    .name(format!("dns-udp-{n}"))
+                    .spawn(move || serve(&handler, &socket, &stop))?,
+            );
+        }
+        Ok(Self { stop, threads })
+    }
+
+    /// Stops the threads and waits for them (at most one poll interval).
+    pub fn stop(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for thread in self.threads {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// The loop of one socket.
+fn serve(handler: &DnsHandler, socket: &UdpSocket, stop: &AtomicBool) {
+    let mut query = [0u8; RECV_BUFFER];
+    let mut reply = Vec::with_capacity(usize::from(u16::MAX));
+    let mut encoder = Encoder::new();
+    while !stop.load(Ordering::Relaxed) {
+        let (len, src) = match socket.recv_from(&mut query) {
+            Ok(got) => got,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                continue;
+            }
+            Err(error) => {
+                // ICMP errors from earlier sends surface here; they are
+                // about someone else's reply, not this socket.
+                tracing::debug!(%error, "UDP receive failed");
+                continue;
+            }
+        };
+        reply.clear();
+        if answer(handler, &mut encoder, &query[..len], src, &mut reply)
+            && let Err(error) = socket.send_to(&reply, src)
+        {
+            tracing::debug!(%error, %src, "UDP send failed");
+        }
+    }
+}
+
+/// Writes the reply to the datagram `packet` from `src` into `out`.
+/// Returns false when nothing must be sent: too short to be a query, a
+/// response (never answer those: reflection), or from port 0.
+pub fn answer(
+    handler: &DnsHandler,
+    encoder: &mut Encoder,
+    packet: &[u8],
+    src: SocketAddr,
+    out: &mut Vec<u8>,
+) -> bool {
+    if src.port() == 0 {
+        return false;
+    }
+    let mut decoder = BinDecoder::new(packet);
+    let Ok(header) = Header::read(&mut decoder) else {
+        return false;
+    };
+    if header.metadata.message_type == MessageType::Response {
+        return false;
+    }
+    let request = match Request::from_bytes(packet.to_vec(), src, Protocol::Udp) {
+        Ok(request) => request,
+        Err(error) => {
+            tracing::debug!(%error, %src, "undecodable query");
+            return error_reply(&header.metadata, ResponseCode::FormErr, out);
+        }
+    };
+    let Response {
+        metadata,
+        edns,
+        answer,
+    } = handler.respond(&request);
+    let queries = &request.queries;
+    encoder.write(
+        out,
+        &metadata,
+        queries.as_bytes(),
+        u16::try_from(queries.len()).unwrap_or(u16::MAX),
+        queries.queries().first().map(|q| q.original().name()),
+        &answer,
+        edns.as_ref(),
+        payload_limit(false, edns.as_ref()),
+    );
+    true
+}
+
+/// A reply with only a header: `code`, and the request's id and flags.
+fn error_reply(request: &Metadata, code: ResponseCode, out: &mut Vec<u8>) -> bool {
+    let Ok(queries) = Queries::read(&mut BinDecoder::new(&[]), 0) else {
+        return false;
+    };
+    let message = MessageResponseBuilder::new(&queries, None).error_msg(request, code);
+    let mut encoder = BinEncoder::new(out);
+    message.destructive_emit(&mut encoder).is_ok()
+}
