@@ -282,7 +282,7 @@ impl RegistryZone {
                         ));
                     }
                     RecordType::TXT => {
-                        let txt = RData::TXT(instance.txt.clone());
+                        let txt = RData::TXT(instance.txt());
                         answer
                             .answers
                             .push(Record::from_rdata(q.name.clone(), instance.ttl, txt));
@@ -343,7 +343,7 @@ impl RegistryZone {
                     .min()
                     .unwrap_or(0);
                 for instance in service.instances.iter().filter(|i| i.served) {
-                    let Ok(label) = Name::from_labels([instance.id.as_bytes()]) else {
+                    let Ok(label) = Name::from_labels([instance.id().as_bytes()]) else {
                         continue;
                     };
                     let Ok(owner) = label.append_domain(&q.lower.to_lowercase()) else {
@@ -526,11 +526,7 @@ fn dnssd_instance(owner: &Name, instance: &InstanceRecords) -> (Vec<Record>, Vec
     let srv = SRV::new(c.priority, c.weight, instance.port, instance.target.clone());
     let records = vec![
         Record::from_rdata(owner.clone(), instance.ttl, RData::SRV(srv)),
-        Record::from_rdata(
-            owner.clone(),
-            instance.ttl,
-            RData::TXT(instance.txt.clone()),
-        ),
+        Record::from_rdata(owner.clone(), instance.ttl, RData::TXT(instance.txt())),
     ];
     let extra = vec![address_record(
         instance.target.clone(),

@@ -33,8 +33,6 @@ pub struct ProjectionConfig {
 /// One instance, ready to be answered.
 #[derive(Debug, Clone)]
 pub struct InstanceRecords {
-    /// Its id (lower case).
-    pub id: Arc<str>,
     /// The registration these records were built from, shared with the
     /// registry: while the registry still holds this very allocation, the
     /// records are current and a rebuild keeps them.
@@ -55,12 +53,26 @@ pub struct InstanceRecords {
     pub candidate: Candidate,
     /// Its own name, the SRV target: `<id>.<service>.instance[.<cluster>].<domain>`.
     pub target: Name,
-    /// Its meta as TXT strings `key=value` (one empty string when it has none,
-    /// as RFC 6763 §6.1 asks).
-    pub txt: TXT,
 }
 
 impl InstanceRecords {
+    /// Its id (lower case).
+    pub fn id(&self) -> &str {
+        self.source.id.as_str()
+    }
+
+    /// Its meta as TXT strings `key=value` (one empty string when it has
+    /// none, as RFC 6763 §6.1 asks). Made per TXT answer rather than kept:
+    /// few queries ask for it, and every instance would pay for it.
+    pub fn txt(&self) -> TXT {
+        let meta = &self.source.spec.meta;
+        let mut strings: Vec<String> = meta.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        if strings.is_empty() {
+            strings.push(String::new());
+        }
+        TXT::new(strings)
+    }
+
     /// Whether it carries `tag`.
     pub fn has_tag(&self, tag: &str) -> bool {
         self.tags.binary_search_by(|t| (**t).cmp(tag)).is_ok()
@@ -81,8 +93,8 @@ pub struct ServiceRecords {
     /// Every registered instance in this cluster, served or not, sorted by
     /// priority then id (the order `order::order` expects).
     pub instances: Vec<Arc<InstanceRecords>>,
-    /// Position in `instances` by id.
-    by_id: HashMap<Arc<str>, usize>,
+    /// Positions in `instances`, ordered by id (searched by id).
+    by_id: Box<[u32]>,
     /// Every tag any instance carries.
     tags: HashSet<Arc<str>>,
 }
@@ -90,16 +102,19 @@ pub struct ServiceRecords {
 impl ServiceRecords {
     /// The instance `id`, served or not.
     pub fn instance(&self, id: &str) -> Option<&InstanceRecords> {
-        self.by_id.get(id).map(|&i| &*self.instances[i])
+        self.position(id).map(|i| &*self.instances[i])
     }
 
     /// The position of instance `id` in `instances`.
     pub fn position(&self, id: &str) -> Option<usize> {
-        self.by_id.get(id).copied()
+        self.by_id
+            .binary_search_by(|&i| self.instances[i as usize].id().cmp(id))
+            .ok()
+            .map(|found| self.by_id[found] as usize)
     }
 
     fn instance_arc(&self, id: &str) -> Option<Arc<InstanceRecords>> {
-        self.by_id.get(id).map(|&i| self.instances[i].clone())
+        self.position(id).map(|i| self.instances[i].clone())
     }
 
     /// Whether any instance carries `tag`.
@@ -291,12 +306,9 @@ impl Projection {
                     .unwrap_or_else(|| Arc::new(self.instance_records(service, cluster, i)))
             })
             .collect();
-        built.sort_by(|a, b| (a.candidate.priority, &a.id).cmp(&(b.candidate.priority, &b.id)));
-        let by_id = built
-            .iter()
-            .enumerate()
-            .map(|(n, i)| (i.id.clone(), n))
-            .collect();
+        built.sort_by(|a, b| (a.candidate.priority, a.id()).cmp(&(b.candidate.priority, b.id())));
+        let mut by_id: Vec<u32> = (0..built.len() as u32).collect();
+        by_id.sort_by(|&a, &b| built[a as usize].id().cmp(built[b as usize].id()));
         let tags = built.iter().flat_map(|i| i.tags.iter().cloned()).collect();
         ServiceRecords {
             lb: settings.lb,
@@ -308,7 +320,7 @@ impl Projection {
             fail_open: settings.fail_open,
             rotation: old.map(|o| o.rotation.clone()).unwrap_or_default(),
             instances: built,
-            by_id,
+            by_id: by_id.into_boxed_slice(),
             tags,
         }
     }
@@ -328,12 +340,7 @@ impl Projection {
             .and_then(|n| n.append_domain(&self.config.domain))
             .expect("validated labels under a valid domain form a valid name");
         let spec = &instance.spec;
-        let mut txt: Vec<String> = spec.meta.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        if txt.is_empty() {
-            txt.push(String::new());
-        }
         InstanceRecords {
-            id: id.into(),
             source: instance.clone(),
             address: spec.address,
             port: spec.port,
@@ -350,7 +357,6 @@ impl Projection {
                 key: instance_key(service, cluster, id),
             },
             target,
-            txt: TXT::new(txt),
         }
     }
 }

@@ -284,9 +284,16 @@ pub fn format_duration(d: Duration) -> String {
 }
 
 /// Instance metadata: `key=value` pairs, served as TXT on the instance name.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
-#[serde(transparent)]
-pub struct Meta(BTreeMap<String, String>);
+/// Kept as one sorted slice rather than a map: most instances have a few
+/// pairs or none, and a map node costs hundreds of bytes per instance.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Meta(Box<[(Box<str>, Box<str>)]>);
+
+impl Serialize for Meta {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_map(self.iter())
+    }
+}
 
 impl Meta {
     /// Validates keys (1..=32 printable ASCII characters, no `=`) and values
@@ -335,12 +342,17 @@ impl Meta {
                 format!("is {total} bytes as key=value strings; at most {MAX_META_BYTES}"),
             ));
         }
-        Ok(Self(pairs))
+        Ok(Self(
+            pairs
+                .into_iter()
+                .map(|(k, v)| (k.into_boxed_str(), v.into_boxed_str()))
+                .collect(),
+        ))
     }
 
     /// The pairs, ordered by key.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.0.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+        self.0.iter().map(|(k, v)| (&**k, &**v))
     }
 
     /// Whether there are no pairs.

@@ -27,6 +27,11 @@ pub const LOCK_FILE: &str = "LOCK";
 /// The on-disk format this build writes and reads.
 pub const FORMAT_VERSION: u64 = 1;
 
+/// redb's page cache. The registry keeps every instance in memory already
+/// and reads the file only at start, so the cache need only hold the pages
+/// a commit touches; redb's default (1 GiB) would end up caching the whole
+/// file and double the memory of a large registry.
+const CACHE_SIZE: usize = 16 << 20;
 /// Instances by (service, id), as JSON.
 const INSTANCES: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("instances");
 /// Settings by service, as JSON.
@@ -137,10 +142,12 @@ impl RedbStore {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
             Err(e) => return Err(io(&path)(e)),
         };
+        let mut builder = Database::builder();
+        builder.set_cache_size(CACHE_SIZE);
         let opened = if exists {
-            Database::open(&path)
+            builder.open(&path)
         } else {
-            Database::create(&path)
+            builder.create(&path)
         };
         let db = opened.map_err(|e| match e {
             redb::DatabaseError::DatabaseAlreadyOpen => DataDirError::Locked {
