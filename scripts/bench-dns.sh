@@ -32,6 +32,28 @@
 #                         CPU it may run on, so 1 when pinned to one CPU)
 #       --signpost-store KIND  signpost --store (default: signpost's own). Each
 #                         start gets a fresh --data-dir in the temporary directory
+#       --writers N       also run every signpost round a second time, at once,
+#                         while N writers re-register random instances with a
+#                         new weight (one keep-alive connection each), and check
+#                         SRV answers meanwhile (WRITERS, default 0: off)
+#       --write-rate R    PUTs per second per writer (WRITE_RATE, default 10;
+#                         0: back to back, as fast as they go)
+#       --writer-procs P  processes the writers are spread over (default 1;
+#                         more if they fall short of the target rate and
+#                         there are CPUs to spare)
+#       --memory          memory mode instead of the DNS runs: signpost alone,
+#                         its RSS empty and with each registry size loaded (no
+#                         dnsperf, Knot or NSD)
+#       --memory-sizes L  registry sizes (MEMORY_SIZES, default 100000,1000000);
+#                         signpost is started fresh for each
+#       --memory-per-service N  instances per service (default 100: 1000
+#                         services for 100000)
+#       --memory-load HOW import: one PUT /v1/import of an export document
+#                         (default; falls back to put when the server has no
+#                         import); put: one PUT per instance, 16 connections
+#       --memory-no-restart  skip the restart on the same data (by default each
+#                         size is measured again after a restart, loaded from
+#                         disk; not with --signpost-store memory)
 #   -o, --out FILE        raw results as JSON (default
 #                         ./bench-results/dns-<UTC timestamp>.json)
 #       --keep-tmp        keep the temporary directory (configs, zone, logs)
@@ -40,11 +62,14 @@
 # Environment: SIGNPOST_BIN (skip `cargo build --release` and use this
 # binary), SIGNPOST_LOG (RUST_LOG for signpost; default its own: info, hickory
 # at warn), KNOTD, NSD, DNSPERF (binaries), and the upper-case names above.
+# The raw results go to ./bench-results/memory-<UTC timestamp>.json in memory
+# mode.
 #
 # What it does: builds signpost (release); generates S x N instances
 # (service svcNNNN, instance svcNNNN-I, address 10.x.y.z, varied weights, one
-# meta pair); registers them in signpost over the admin API (parallel
-# keep-alive connections); writes the same records as the zone `internal.`
+# meta pair; from 10000 services the numbers get a fifth digit, svc00001);
+# registers them in signpost over the admin API (parallel keep-alive
+# connections); writes the same records as the zone `internal.`
 # (SOA, NS, A and SRV at svcNNNN.service, SRV at _svcNNNN._tcp.service, A and
 # TXT at svcNNNN-I.svcNNNN.instance) for Knot and NSD (answer rotation on in
 # both, rate limiting off in NSD); compares a sample of answers from all three;
@@ -54,17 +79,41 @@
 # max, stddev), response size, the server's CPU seconds (utime+stime of all
 # its threads and processes, from /proc/PID/stat) and so CPU us per answered
 # query, dnsperf's own CPU, and the server socket's UDP receive drops.
+#
+# With --writers, each signpost run is followed by a second one with the
+# writers (a separate process; pinned, it shares dnsperf's CPUs): each PUTs
+# the full body of a random instance from the registry with a new weight
+# (one never used before, so every PUT changes something), paced to the rate.
+# Meanwhile a checker asks SRV (both name forms, random services, ~50 a
+# second, over UDP, again over TCP if truncated) and counts every answer whose
+# instance set (targets and ports, priority 10) is not exactly the registered
+# one (should be 0). Reported for signpost: QPS read-only and with writers and
+# their ratio per round, CPU us per query of both, writes/s achieved, write
+# errors, PUT latency p50/p99, how far the index moved, the checker's counts.
+#
+# With --memory: per size, starts signpost (fresh data dir), reads VmRSS from
+# /proc/PID/status once it is steady with an empty registry, loads the size
+# (S = size / per-service services; PUT /v1/import of a generated export
+# document, or PUTs), waits until DNS serves the new index (the SOA serial)
+# and RSS is steady again, and reports RSS, RSS minus the empty figure, bytes
+# per instance and the peak (VmHWM); then restarts it on the same data and
+# does the same. Nothing else runs.
+#
 # Everything listens on 127.0.0.1 only; every process it starts is stopped on
 # exit, error or Ctrl-C. Run time is about
-#   placements x servers x (warmup + rounds x duration + ~2 s) + set-up.
+#   placements x servers x (warmup + rounds x duration + ~2 s) + set-up,
+# plus placements x rounds x (duration + ~2 s) with --writers.
 #
 # Examples:
 #   scripts/bench-dns.sh                              # 100x10, 3 rounds x 10 s
 #   scripts/bench-dns.sh -s 1000 -n 10 -r 5 -l 20
 #   scripts/bench-dns.sh -s 100 -n 10 -r 2 -l 5 --placements pinned --tcp
+#   scripts/bench-dns.sh --servers signpost -r 3 -l 10 --writers 4 --write-rate 50
+#   scripts/bench-dns.sh --memory --memory-sizes 10000,100000
 #
 # Needs knotd (Debian package knot), nsd (nsd), dnsperf (dnsperf), curl
-# (curl), taskset (util-linux), python3 and, unless SIGNPOST_BIN is set, cargo.
+# (curl), taskset (util-linux), python3 and, unless SIGNPOST_BIN is set, cargo;
+# --memory needs only curl, python3 and signpost.
 
 set -euo pipefail
 
@@ -97,6 +146,14 @@ NSD_SERVERS=1
 KNOT_WORKERS=
 SIGNPOST_WORKERS=
 SIGNPOST_STORE_KIND=
+WRITERS=${WRITERS:-0}
+WRITE_RATE=${WRITE_RATE:-10}
+WRITER_PROCS=1
+MEMORY_MODE=0
+MEMORY_SIZES=${MEMORY_SIZES:-100000,1000000}
+MEMORY_PER_SERVICE=100
+MEMORY_LOAD=import
+MEMORY_RESTART=1
 OUT=
 KEEP_TMP=0
 
@@ -127,6 +184,14 @@ while [[ $# -gt 0 ]]; do
         --knot-workers) need_arg "$@"; KNOT_WORKERS=$2; shift 2 ;;
         --signpost-workers) need_arg "$@"; SIGNPOST_WORKERS=$2; shift 2 ;;
         --signpost-store) need_arg "$@"; SIGNPOST_STORE_KIND=$2; shift 2 ;;
+        --writers) need_arg "$@"; WRITERS=$2; shift 2 ;;
+        --write-rate) need_arg "$@"; WRITE_RATE=$2; shift 2 ;;
+        --writer-procs) need_arg "$@"; WRITER_PROCS=$2; shift 2 ;;
+        --memory) MEMORY_MODE=1; shift ;;
+        --memory-sizes) need_arg "$@"; MEMORY_SIZES=$2; shift 2 ;;
+        --memory-per-service) need_arg "$@"; MEMORY_PER_SERVICE=$2; shift 2 ;;
+        --memory-load) need_arg "$@"; MEMORY_LOAD=$2; shift 2 ;;
+        --memory-no-restart) MEMORY_RESTART=0; shift ;;
         -o|--out) need_arg "$@"; OUT=$2; shift 2 ;;
         --keep-tmp) KEEP_TMP=1; shift ;;
         -h|--help) usage; exit 0 ;;
@@ -134,13 +199,35 @@ while [[ $# -gt 0 ]]; do
     esac
 done
 
-for v in SERVICES INSTANCES ROUNDS DURATION CLIENTS THREADS WARMUP QUERY_TIMEOUT QUERIES NSD_SERVERS; do
+for v in SERVICES INSTANCES ROUNDS DURATION CLIENTS THREADS WARMUP QUERY_TIMEOUT QUERIES NSD_SERVERS \
+         WRITERS WRITER_PROCS MEMORY_PER_SERVICE; do
     [[ ${!v} =~ ^[0-9]+$ ]] || die "$v must be a whole number, not '${!v}'"
 done
-for v in SERVICES INSTANCES ROUNDS DURATION CLIENTS THREADS QUERIES NSD_SERVERS; do
+for v in SERVICES INSTANCES ROUNDS DURATION CLIENTS THREADS QUERIES NSD_SERVERS WRITER_PROCS \
+         MEMORY_PER_SERVICE; do
     (( ${!v} >= 1 )) || die "$v must be at least 1"
 done
-(( SERVICES <= 9999 )) || die "at most 9999 services (names are svc0001..svc9999)"
+[[ $WRITE_RATE =~ ^[0-9]+(\.[0-9]+)?$ ]] || die "WRITE_RATE must be a number of PUTs per second, not '$WRITE_RATE'"
+# Instance i of a service has port 8000+i; the k-th instance has address
+# 10.0.0.0 + k.
+MAX_INSTANCES=$(( 65535 - 8000 ))
+MAX_TOTAL=$(( (1 << 24) - 2 ))
+(( INSTANCES <= MAX_INSTANCES )) || die "at most $MAX_INSTANCES instances per service (ports 8001..65535)"
+(( SERVICES * INSTANCES <= MAX_TOTAL )) || die "at most $MAX_TOTAL instances in all (addresses in 10.0.0.0/8)"
+(( MEMORY_PER_SERVICE <= MAX_INSTANCES )) || die "--memory-per-service: at most $MAX_INSTANCES"
+[[ $MEMORY_LOAD == import || $MEMORY_LOAD == put ]] || die "--memory-load: import or put, not '$MEMORY_LOAD'"
+IFS=, read -r -a MEMORY_SIZE_LIST <<<"$MEMORY_SIZES"
+if (( MEMORY_MODE )); then
+    (( ${#MEMORY_SIZE_LIST[@]} >= 1 )) || die "--memory-sizes: no sizes"
+    for size in "${MEMORY_SIZE_LIST[@]}"; do
+        [[ $size =~ ^[1-9][0-9]*$ ]] || die "--memory-sizes: '$size' is not a positive whole number"
+        (( size <= MAX_TOTAL )) || die "--memory-sizes: at most $MAX_TOTAL (addresses in 10.0.0.0/8)"
+    done
+    # signpost alone; the DNS options do not apply.
+    SERVERS=signpost
+    PLACEMENTS=unpinned
+    WRITERS=0
+fi
 for v in KNOT_WORKERS SIGNPOST_WORKERS; do
     [[ -z ${!v} || ${!v} =~ ^[1-9][0-9]*$ ]] || die "$v must be a positive number"
 done
@@ -155,6 +242,7 @@ done
 (( ${#SERVER_LIST[@]} >= 1 )) || die "no servers"
 
 has() { local s; for s in "${SERVER_LIST[@]}"; do [[ $s == "$1" ]] && return 0; done; return 1; }
+(( WRITERS == 0 )) || has signpost || die "--writers: signpost is not among --servers"
 
 # --- tools -----------------------------------------------------------------
 
@@ -168,9 +256,11 @@ NSD=${NSD:-$(find_bin nsd || true)}
 DNSPERF=${DNSPERF:-$(find_bin dnsperf || true)}
 if has knot && [[ ! -x $KNOTD ]]; then missing+=("knotd (package knot)"); fi
 if has nsd && [[ ! -x $NSD ]]; then missing+=("nsd (package nsd)"); fi
-[[ -x $DNSPERF ]] || missing+=("dnsperf (package dnsperf)")
+if (( ! MEMORY_MODE )); then
+    [[ -x $DNSPERF ]] || missing+=("dnsperf (package dnsperf)")
+    command -v taskset >/dev/null || missing+=("taskset (package util-linux)")
+fi
 command -v curl >/dev/null || missing+=("curl (package curl)")
-command -v taskset >/dev/null || missing+=("taskset (package util-linux)")
 command -v python3 >/dev/null || missing+=("python3 (package python3)")
 command -v setsid >/dev/null || missing+=("setsid (package util-linux)")
 if [[ -z ${SIGNPOST_BIN:-} ]] && has signpost; then
@@ -208,7 +298,11 @@ if has signpost; then
 fi
 
 STAMP=$(date -u +%Y%m%dT%H%M%SZ)
-OUT=${OUT:-./bench-results/dns-$STAMP.json}
+if (( MEMORY_MODE )); then
+    OUT=${OUT:-./bench-results/memory-$STAMP.json}
+else
+    OUT=${OUT:-./bench-results/dns-$STAMP.json}
+fi
 
 # --- processes and cleanup ---------------------------------------------------
 
@@ -299,36 +393,47 @@ helper() {
 
 DATA="$TMP/data"
 mkdir -p "$DATA" "$TMP/zones-empty"
-helper gen --services "$SERVICES" --instances "$INSTANCES" --queries "$QUERIES" --dir "$DATA"
+if (( ! MEMORY_MODE )); then
+    helper gen --services "$SERVICES" --instances "$INSTANCES" --queries "$QUERIES" --dir "$DATA"
+fi
 
 # --- servers ---------------------------------------------------------------
 
-start_signpost() { # DIR PREFIX...
-    local dir=$1 i api dns; shift
+# Seconds signpost may take to start listening (it loads its registry first).
+SIGNPOST_START_WAIT=20
+(( MEMORY_MODE )) && SIGNPOST_START_WAIT=900
+SIGNPOST_LOGNAME=signpost   # its stdout and stderr: DIR/NAME.out, DIR/NAME.err
+
+start_signpost() { # DIR PREFIX...: start it (API, PORT[signpost], PID[signpost])
+    local dir=$1 i api dns log=$SIGNPOST_LOGNAME; shift
     local envs=("RUST_LOG=${SIGNPOST_LOG:-info,hickory_server=warn,hickory_proto=warn}")
     [[ -n $SIGNPOST_WORKERS ]] && envs+=("TOKIO_WORKER_THREADS=$SIGNPOST_WORKERS")
     local args=(--dns-addr 127.0.0.1:0 --http-addr 127.0.0.1:0 --zones-dir "$TMP/zones-empty")
     # A fresh store each start: nothing from an earlier start or from ./data.
     [[ $SIGNPOST_SERVE_HELP == *--data-dir* ]] && args+=(--data-dir "$dir/signpost-data")
     [[ -n $SIGNPOST_STORE_KIND ]] && args+=(--store "$SIGNPOST_STORE_KIND")
+    : >"$dir/$log.out"   # there before the loop below reads it
     env "${envs[@]}" "$@" setsid "$SIGNPOST_BIN" serve "${args[@]}" \
-        >"$dir/signpost.out" 2>"$dir/signpost.err" </dev/null &
+        >"$dir/$log.out" 2>"$dir/$log.err" </dev/null &
     PID[signpost]=$!
-    for ((i = 0; i < 200; i++)); do
-        api=$(sed -n 's|^api listening on http://\([^ ]*\).*|\1|p' "$dir/signpost.out")
-        dns=$(sed -n 's|^dns listening on \([^ ]*\).*|\1|p' "$dir/signpost.out")
+    for ((i = 0; i < SIGNPOST_START_WAIT * 10; i++)); do
+        api=$(sed -n 's|^api listening on http://\([^ ]*\).*|\1|p' "$dir/$log.out")
+        dns=$(sed -n 's|^dns listening on \([^ ]*\).*|\1|p' "$dir/$log.out")
         [[ -n $api && -n $dns ]] && break
-        kill -0 "${PID[signpost]}" 2>/dev/null || break
+        alive "${PID[signpost]}" || break
         sleep 0.1
     done
     if [[ -z $api || -z $dns ]]; then
-        cat "$dir/signpost.err" >&2
+        cat "$dir/$log.err" >&2
         die "signpost did not start (see above)"
     fi
     PORT[signpost]=${dns##*:}
     API="http://$api"
-    SIGNPOST_STORE_SEEN=$(grep -o -m1 'store="[^"]*"' "$dir/signpost.err" | cut -d'"' -f2 || true)
+    SIGNPOST_STORE_SEEN=$(grep -o -m1 'store="[^"]*"' "$dir/$log.err" | cut -d'"' -f2 || true)
     curl -sf --max-time 5 "$API/health" >/dev/null || die "signpost API $API/health did not answer"
+}
+
+register_signpost() { # the generated registry, over the API
     helper register --api "$API" --registry "$DATA/registry.jsonl" \
         || die "registering instances in signpost failed"
 }
@@ -432,11 +537,15 @@ BENCH_PERCENTILES=$PERCENTILES BENCH_TIMEOUT=$QUERY_TIMEOUT BENCH_QUERIES=$QUERI
 BENCH_DNSPERF_ARGS="${DNSPERF_ARGS[*]}" BENCH_NSD_SERVERS=$NSD_SERVERS \
 BENCH_KNOT_WORKERS=$KNOT_WORKERS BENCH_SIGNPOST_WORKERS=$SIGNPOST_WORKERS \
 BENCH_SIGNPOST_STORE=$SIGNPOST_STORE_KIND \
+BENCH_WRITERS=$WRITERS BENCH_WRITE_RATE=$WRITE_RATE BENCH_WRITER_PROCS=$WRITER_PROCS \
+BENCH_MEMORY_MODE=$MEMORY_MODE BENCH_MEMORY_SIZES="${MEMORY_SIZE_LIST[*]}" \
+BENCH_MEMORY_PER_SERVICE=$MEMORY_PER_SERVICE BENCH_MEMORY_LOAD=$MEMORY_LOAD \
+BENCH_MEMORY_RESTART=$MEMORY_RESTART \
 BENCH_SIGNPOST_BIN=${SIGNPOST_BIN:-} \
 BENCH_V_SIGNPOST=$(has signpost && "$SIGNPOST_BIN" --version 2>/dev/null || true) \
 BENCH_V_KNOT=$(has knot && version_of "$KNOTD" -V) \
 BENCH_V_NSD=$(has nsd && version_of "$NSD" -v) \
-BENCH_V_DNSPERF=$(version_of "$DNSPERF" -h) \
+BENCH_V_DNSPERF=$([[ -x $DNSPERF ]] && version_of "$DNSPERF" -h) \
 BENCH_GIT_HEAD=$(git_head) BENCH_NCPU=$NCPU \
 python3 - "$META" <<'EOF'
 import json, os, platform, sys
@@ -466,6 +575,9 @@ meta = {
         "knot_answer_rotation": True, "nsd_round_robin": True, "nsd_rrl": "off",
         "query_mix": "45% A svc.service; 22.5% SRV _svc._tcp.service; 22.5% SRV svc.service; "
                      "5% NXDOMAIN; 5% NODATA",
+        "writers": int(e["BENCH_WRITERS"]),
+        "write_rate_per_writer": float(e["BENCH_WRITE_RATE"]),
+        "writer_processes": int(e["BENCH_WRITER_PROCS"]),
     },
     "environment": {
         "cpus": int(e["BENCH_NCPU"]), "cpu_model": cpu, "kernel": platform.release(),
@@ -476,13 +588,72 @@ meta = {
         "dnsperf": e["BENCH_V_DNSPERF"].strip(),
     },
 }
+if e["BENCH_MEMORY_MODE"] == "1":
+    meta["tool"] = "scripts/bench-dns.sh --memory"
+    meta["config"] = {
+        "mode": "memory",
+        "memory_sizes": [int(x) for x in e["BENCH_MEMORY_SIZES"].split()],
+        "memory_per_service": int(e["BENCH_MEMORY_PER_SERVICE"]),
+        "memory_load": e["BENCH_MEMORY_LOAD"],
+        "memory_restart": e["BENCH_MEMORY_RESTART"] == "1",
+        "signpost_worker_threads": e["BENCH_SIGNPOST_WORKERS"] or "default (one per CPU)",
+        "signpost_store": e["BENCH_SIGNPOST_STORE"] or "default",
+    }
+    for k in ("knotd", "nsd", "dnsperf"):
+        meta["environment"].pop(k)
 json.dump(meta, open(sys.argv[1], "w"), indent=1)
 EOF
 
+# --- memory mode -------------------------------------------------------------
+
+if (( MEMORY_MODE )); then
+    restart=$MEMORY_RESTART
+    if [[ $SIGNPOST_STORE_KIND == memory || $SIGNPOST_SERVE_HELP != *--data-dir* ]]; then
+        restart=0   # nothing to load after a restart
+    fi
+    say "memory: sizes ${MEMORY_SIZE_LIST[*]}, $MEMORY_PER_SERVICE instances per service," \
+        "loaded by $MEMORY_LOAD$( ((restart)) && echo ', then a restart on the same data')"
+    SIZE_RESULTS=()
+    for size in "${MEMORY_SIZE_LIST[@]}"; do
+        dir="$TMP/memory-$size"
+        mkdir -p "$dir"
+        say "== memory $size: starting signpost"
+        SIGNPOST_LOGNAME=signpost
+        start_signpost "$dir"
+        helper memory --phase load --pid "${PID[signpost]}" --api "$API" \
+            --dns-port "${PORT[signpost]}" --size "$size" --per-service "$MEMORY_PER_SERVICE" \
+            --load "$MEMORY_LOAD" --dir "$dir" --data-dir "$dir/signpost-data" \
+            --log "$dir/signpost.err" --out "$dir/memory-$size.json" \
+            || die "memory $size: failed (signpost's log: $dir/signpost.err; --keep-tmp keeps it)"
+        stop_servers
+        if (( restart )); then
+            say "memory $size: restarting signpost on the same data"
+            SIGNPOST_LOGNAME=signpost-restart
+            start_signpost "$dir"
+            helper memory --phase restart --pid "${PID[signpost]}" --api "$API" \
+                --dns-port "${PORT[signpost]}" --log "$dir/signpost-restart.err" \
+                --out "$dir/memory-$size.json" \
+                || die "memory $size: after the restart: failed (log: $dir/signpost-restart.err)"
+            stop_servers
+        fi
+        SIZE_RESULTS+=(--size "$dir/memory-$size.json")
+    done
+    helper memory-report --meta "$META" "${SIZE_RESULTS[@]}" \
+        --store-seen "${SIGNPOST_STORE_SEEN:-}" --json-out "$OUT"
+    exit 0
+fi
+
 per_run=$(( WARMUP + ROUNDS * DURATION + 2 * ROUNDS + 1 ))
 estimate=$(( ${#PLACEMENT_LIST[@]} * ${#SERVER_LIST[@]} * per_run + 10 * ${#PLACEMENT_LIST[@]} ))
+writes=
+if (( WRITERS )); then
+    estimate=$(( estimate + ${#PLACEMENT_LIST[@]} * ROUNDS * (DURATION + 2) ))
+    rate="$WRITE_RATE PUT/s"
+    [[ $WRITE_RATE =~ ^0*(\.0*)?$ ]] && rate="back-to-back PUTs"
+    writes=" signpost again with $WRITERS writers x $rate;"
+fi
 say "$SERVICES services x $INSTANCES instances; ${MODE^^}$( ((EDNS)) && echo ' with EDNS'); servers ${SERVER_LIST[*]};" \
-    "placements ${PLACEMENT_LIST[*]}; $ROUNDS rounds x $DURATION s; about ${estimate} s in all"
+    "placements ${PLACEMENT_LIST[*]}; $ROUNDS rounds x $DURATION s;$writes about ${estimate} s in all"
 
 # --- the runs --------------------------------------------------------------
 
@@ -498,7 +669,10 @@ for placement in "${PLACEMENT_LIST[@]}"; do
         client_cpus=$CLIENT_CPUS
     fi
     say "== $placement: starting ${SERVER_LIST[*]}"
-    has signpost && start_signpost "$dir" "${prefix[@]}"
+    if has signpost; then
+        start_signpost "$dir" "${prefix[@]}"
+        register_signpost
+    fi
     has knot && start_knot "$dir" "${prefix[@]}"
     has nsd && start_nsd "$dir" "${prefix[@]}"
 
@@ -508,11 +682,15 @@ for placement in "${PLACEMENT_LIST[@]}"; do
         run_args+=(--server "$s:${PORT[$s]}:${PID[$s]}")
         LOGS+=(--log "$placement/$s=$dir/$s.err")
     done
-    helper check "${check_args[@]}" --queries "$DATA/queries.txt" \
+    helper check "${check_args[@]}" --queries "$DATA/queries.txt" --registry "$DATA/registry.jsonl" \
         $( ((EDNS)) && echo --edns) --out "$dir/check-$placement.json"
 
     extra=()
     for a in "${DNSPERF_ARGS[@]}"; do extra+=(--dnsperf-arg="$a"); done
+    if (( WRITERS )); then
+        extra+=(--writers "$WRITERS" --write-rate "$WRITE_RATE" --writer-procs "$WRITER_PROCS"
+                --api "$API" --registry "$DATA/registry.jsonl")
+    fi
     helper run --placement "$placement" "${run_args[@]}" --queries "$DATA/queries.txt" \
         --rounds "$ROUNDS" --duration "$DURATION" --warmup "$WARMUP" \
         --clients "$CLIENTS" --threads "$THREADS" --mode "$MODE" \

@@ -9,7 +9,12 @@ Subcommands (the shell script calls them; see `bench_dns.py SUB --help`):
   register  PUT every instance of the registry to signpost's admin API
   check     ask every server the same questions and compare the answers
   run       run dnsperf against each server, R rounds, for one placement
+            (with --writers, each signpost run again under writes)
+  writers   re-register random instances with a new weight until stdin closes
   report    print the tables and write the combined JSON results
+  memory    signpost's RSS empty and with a registry of one size loaded
+            (--phase load), or after a restart on that data (--phase restart)
+  memory-report  the memory table and its JSON results
 """
 
 from __future__ import annotations
@@ -51,35 +56,58 @@ def log(*args):
 # gen: the data set
 
 
+# Digits in service names: svc0001..svc9999, and wider (svc00001...) when a
+# registry has more services. gen and gen-export set it from their count.
+NAME_WIDTH = 4
+
+
+def set_name_width(services: int) -> None:
+    global NAME_WIDTH
+    NAME_WIDTH = max(4, len(str(services)))
+
+
 def service_name(s: int) -> str:
-    return f"svc{s:04d}"
+    return f"svc{s:0{NAME_WIDTH}d}"
 
 
 def instance_id(s: int, i: int) -> str:
     return f"{service_name(s)}-{i}"
 
 
-def registry(services: int, instances: int):
-    """Yields (service, id, address, port, weight, meta) for every instance."""
+def registry(services: int, instances: int, total: int | None = None):
+    """Yields (service, id, address, port, weight, meta) for every instance
+    (at most `total` of them: then the last service has fewer)."""
     k = 0
     for s in range(1, services + 1):
         for i in range(1, instances + 1):
+            if total is not None and k >= total:
+                return
             k += 1
-            n = 0x0A000000 + k  # 10.0.0.1, 10.0.0.2, ...
-            address = socket.inet_ntoa(struct.pack(">I", n))
-            port = 8000 + i
-            weight = 10 + (k * 37) % 91  # 10..100, varied
-            meta = {"version": f"v{1 + k % 3}"}
-            yield service_name(s), instance_id(s, i), address, port, weight, meta
+            yield instance_row(s, i, k)
+
+
+def instance_row(s: int, i: int, k: int):
+    """Instance i (1-based) of service s, the k-th (1-based) of the registry."""
+    n = 0x0A000000 + k  # 10.0.0.1, 10.0.0.2, ...
+    address = socket.inet_ntoa(struct.pack(">I", n))
+    port = 8000 + i
+    weight = 10 + (k * 37) % 91  # 10..100, varied
+    meta = {"version": f"v{1 + k % 3}"}
+    return service_name(s), instance_id(s, i), address, port, weight, meta
+
+
+def registration_body(address, port, weight, meta) -> dict:
+    return {"address": address, "port": port, "weight": weight,
+            "priority": PRIORITY, "meta": meta}
 
 
 def cmd_gen(a):
+    set_name_width(a.services)
     os.makedirs(a.dir, exist_ok=True)
     rows = list(registry(a.services, a.instances))
     with open(os.path.join(a.dir, "registry.jsonl"), "w") as f:
         for svc, iid, addr, port, weight, meta in rows:
-            body = {"address": addr, "port": port, "weight": weight,
-                    "priority": PRIORITY, "meta": meta}
+            body = registration_body(addr, port, weight, meta)
             f.write(json.dumps({"service": svc, "id": iid, "body": body}) + "\n")
 
     # The same records as RFC 1035 master file. The serial is what signpost
@@ -193,6 +221,7 @@ def parse_response(msg: bytes) -> dict:
         _, off = read_name(msg, off)
         off += 4
     sections = []
+    serial = None
     for count in (an, ns, ar):
         records = []
         for _ in range(count):
@@ -213,7 +242,8 @@ def parse_response(msg: bytes) -> dict:
                 mname, o = read_name(msg, off)
                 rname, o = read_name(msg, o)
                 serial, refresh, retry, expire, minimum = struct.unpack(">IIIII", msg[o:o + 20])
-                # The serial is left out: signpost's is its registry index.
+                # The serial is left out of the text (signpost's is its
+                # registry index), and kept apart as "serial".
                 text = f"{mname} {rname} SERIAL {refresh} {retry} {expire} {minimum}"
             elif rtype == 16:
                 strings, i = [], 0
@@ -239,6 +269,7 @@ def parse_response(msg: bytes) -> dict:
         "additional": [r for r in sections[2] if r[1] != "OPT"],
         "opt": [r for r in sections[2] if r[1] == "OPT"],
         "size": len(msg),
+        "serial": serial,
     }
 
 
@@ -257,6 +288,27 @@ def ask(port: int, name: str, qtype: str, edns: bool, timeout: float = 1.0,
             except (socket.timeout, ConnectionRefusedError):
                 continue
     return None
+
+
+def ask_tcp(port: int, name: str, qtype: str, timeout: float = 2.0) -> dict | None:
+    """One question over TCP (for answers that UDP truncates)."""
+    qid = random.randrange(65536)
+    msg = build_query(qid, name, qtype, False)
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+            s.sendall(struct.pack(">H", len(msg)) + msg)
+            buf = b""
+            while len(buf) < 2 or len(buf) < 2 + struct.unpack(">H", buf[:2])[0]:
+                chunk = s.recv(65537)
+                if not chunk:
+                    return None
+                buf += chunk
+    except OSError:
+        return None
+    data = buf[2:2 + struct.unpack(">H", buf[:2])[0]]
+    if len(data) < 12 or struct.unpack(">H", data[:2])[0] != qid:
+        return None
+    return parse_response(data)
 
 
 def cmd_freeport(a):
@@ -294,9 +346,14 @@ def cmd_wait(a):
 
 
 def cmd_register(a):
-    url = urllib.parse.urlsplit(a.api)
     with open(a.registry) as f:
         rows = [json.loads(line) for line in f if line.strip()]
+    return 0 if register_rows(a.api, rows, a.connections) else 1
+
+
+def register_rows(api: str, rows: list[dict], connections: int) -> bool:
+    """PUTs every row; True if all of them succeeded."""
+    url = urllib.parse.urlsplit(api)
     lock = threading.Lock()
     state = {"next": 0, "done": 0, "errors": []}
 
@@ -331,7 +388,7 @@ def cmd_register(a):
         conn.close()
 
     t0 = time.monotonic()
-    threads = [threading.Thread(target=worker) for _ in range(a.connections)]
+    threads = [threading.Thread(target=worker) for _ in range(connections)]
     for t in threads:
         t.start()
     for t in threads:
@@ -341,10 +398,296 @@ def cmd_register(a):
         log("register:", e)
     if state["done"] != len(rows):
         log(f"register: only {state['done']} of {len(rows)} registrations succeeded")
-        return 1
+        return False
     log(f"registered {len(rows)} instances in {took:.2f} s "
-        f"({len(rows) / took:.0f}/s, {a.connections} keep-alive connections)")
+        f"({len(rows) / took:.0f}/s, {connections} keep-alive connections)")
+    return True
+
+
+# --------------------------------------------------------------------------
+# writers: concurrent re-registrations with a new weight, while dnsperf runs
+
+
+def cmd_writers(a):
+    """N writers, one keep-alive connection and one thread each, each PUTting
+    a random instance's full body from the registry with a changed weight,
+    `rate` times a second (0: back to back). Prints "ready" once connected;
+    writes until stdin closes (or --max-seconds), then writes its figures.
+    With --procs P the writers are spread over P processes (the GIL holds
+    one process to about one core)."""
+    total = a.total or a.writers
+    procs = max(1, min(a.procs, a.writers))
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+
+    def wait_stdin():
+        try:
+            sys.stdin.read()
+        except (OSError, ValueError):
+            pass
+        stop.set()
+
+    if procs > 1:
+        children, first = [], a.first
+        for p in range(procs):
+            n = a.writers // procs + (1 if p < a.writers % procs else 0)
+            out = f"{a.out}.{p}"
+            cmd = [sys.executable, os.path.abspath(__file__), "writers", "--api", a.api,
+                   "--registry", a.registry, "--writers", str(n), "--first", str(first),
+                   "--total", str(total), "--rate", f"{a.rate:g}", "--seed", str(a.seed),
+                   "--max-seconds", f"{a.max_seconds:g}", "--raw", "--out", out]
+            children.append((subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                              text=True), out))
+            first += n
+        try:
+            for c, _ in children:
+                if c.stdout.readline().strip() != "ready":
+                    log("writers: a writer process did not start")
+                    return 1
+            print("ready", flush=True)
+            threading.Thread(target=wait_stdin, daemon=True).start()
+            stop.wait(a.max_seconds)
+            for c, _ in children:
+                c.stdin.close()
+            parts = []
+            for c, out in children:
+                c.wait(timeout=60)
+                with open(out) as f:
+                    parts.append(json.load(f))
+                os.unlink(out)
+        finally:
+            for c, _ in children:
+                if c.poll() is None:
+                    c.kill()
+                    c.wait()
+        result = merge_writer_results(parts, a)
+        result["processes"] = procs
+    else:
+        result = run_writers(a, total, stop, wait_stdin)
+        result["processes"] = 1
+    if not a.raw:
+        result.pop("latencies", None)
+    with open(a.out, "w") as f:
+        json.dump(result, f, indent=1)
     return 0
+
+
+def merge_writer_results(parts: list[dict], a) -> dict:
+    lat = sorted(x for p in parts for x in p["latencies"])
+    elapsed = max(p["elapsed_s"] for p in parts)
+    firsts = [p["index_first"] for p in parts if p["index_first"] is not None]
+    lasts = [p["index_last"] for p in parts if p["index_last"] is not None]
+    return {
+        "writers": a.writers,
+        "rate_per_writer": a.rate,
+        "target_per_s": a.rate * a.writers if a.rate > 0 else None,
+        "elapsed_s": elapsed,
+        "writes_ok": len(lat),
+        "write_errors": sum(p["write_errors"] for p in parts),
+        "error_samples": [x for p in parts for x in p["error_samples"]][:5],
+        "writes_per_s": round(len(lat) / elapsed, 1) if elapsed > 0 else None,
+        "fell_behind": sum(p["fell_behind"] for p in parts),
+        "latency_s": {f"p{q}": percentile(lat, q) for q in (50, 90, 99, 99.9)},
+        "max_latency_s": lat[-1] if lat else None,
+        "index_first": min(firsts) if firsts else None,
+        "index_last": max(lasts) if lasts else None,
+        "cpu_s": round(sum(p["cpu_s"] for p in parts), 3),
+        "writers_unfinished": sum(p["writers_unfinished"] for p in parts),
+        "latencies": lat,
+    }
+
+
+def run_writers(a, total: int, stop: threading.Event, wait_stdin) -> dict:
+    url = urllib.parse.urlsplit(a.api)
+    with open(a.registry) as f:
+        rows = [json.loads(line) for line in f if line.strip()]
+    if not rows:
+        raise SystemExit("writers: empty registry")
+    lock = threading.Lock()
+    results: list[dict] = []
+    interval = 1.0 / a.rate if a.rate > 0 else 0.0
+    conns = []
+    for _ in range(a.writers):
+        c = http.client.HTTPConnection(url.hostname, url.port, timeout=10)
+        c.connect()
+        conns.append(c)
+    start = time.monotonic()
+
+    def writer(w: int):
+        rng = random.Random(a.seed * 100003 + w)
+        conn = conns[w - a.first]
+        lat, errors, samples, late = [], 0, [], 0
+        idx_first = idx_last = None
+        k = 0
+        next_t = start + rng.random() * interval
+        while not stop.is_set():
+            if interval:
+                now = time.monotonic()
+                if next_t > now and stop.wait(next_t - now):
+                    break
+                next_t += interval
+                now = time.monotonic()
+                if next_t < now - 1.0:  # over a second behind: do not burst
+                    late += 1
+                    next_t = now
+            row = rows[rng.randrange(len(rows))]
+            body = dict(row["body"])
+            # 101..65535: never a generated weight (10..100), and distinct
+            # between writers, so that every PUT changes the instance.
+            body["weight"] = 101 + (w + total * k) % 65435
+            k += 1
+            path = f"/v1/services/{row['service']}/instances/{row['id']}"
+            data = json.dumps(body).encode()
+            t0 = time.perf_counter()
+            try:
+                conn.request("PUT", path, data, {"Content-Type": "application/json"})
+                resp = conn.getresponse()
+                text = resp.read()
+            except (OSError, http.client.HTTPException) as e:
+                errors += 1
+                if len(samples) < 3:
+                    samples.append(f"PUT {path}: {e}")
+                conn.close()
+                conn = http.client.HTTPConnection(url.hostname, url.port, timeout=10)
+                stop.wait(0.05)  # not a tight loop against a server that is gone
+                continue
+            took = time.perf_counter() - t0
+            if resp.status == 200:
+                lat.append(took)
+                try:
+                    idx = int(resp.getheader("X-Signpost-Index") or "")
+                    idx_first = idx if idx_first is None else min(idx_first, idx)
+                    idx_last = idx if idx_last is None else max(idx_last, idx)
+                except ValueError:
+                    pass
+            else:
+                errors += 1
+                if len(samples) < 3:
+                    samples.append(f"PUT {path}: HTTP {resp.status} {text[:200]!r}")
+        conn.close()
+        with lock:
+            results.append({"lat": lat, "errors": errors, "samples": samples, "late": late,
+                            "index_first": idx_first, "index_last": idx_last})
+
+    threads = [threading.Thread(target=writer, args=(w,), daemon=True)
+               for w in range(a.first, a.first + a.writers)]
+    for t in threads:
+        t.start()
+    print("ready", flush=True)
+    threading.Thread(target=wait_stdin, daemon=True).start()
+    stop.wait(a.max_seconds)
+    stop.set()
+    end = time.monotonic()
+    for t in threads:
+        t.join(15)
+    elapsed = end - start
+    lat = sorted(x for r in results for x in r["lat"])
+    firsts = [r["index_first"] for r in results if r["index_first"] is not None]
+    lasts = [r["index_last"] for r in results if r["index_last"] is not None]
+    ru = os.times()
+    return {
+        "writers": a.writers,
+        "rate_per_writer": a.rate,
+        "target_per_s": a.rate * a.writers if a.rate > 0 else None,
+        "elapsed_s": round(elapsed, 3),
+        "writes_ok": len(lat),
+        "write_errors": sum(r["errors"] for r in results),
+        "error_samples": [x for r in results for x in r["samples"]][:5],
+        "writes_per_s": round(len(lat) / elapsed, 1) if elapsed > 0 else None,
+        "fell_behind": sum(r["late"] for r in results),
+        "latency_s": {f"p{p}": percentile(lat, p) for p in (50, 90, 99, 99.9)},
+        "max_latency_s": lat[-1] if lat else None,
+        "index_first": min(firsts) if firsts else None,
+        "index_last": max(lasts) if lasts else None,
+        "cpu_s": round(ru.user + ru.system, 3),
+        "writers_unfinished": sum(t.is_alive() for t in threads),
+        "latencies": lat,
+    }
+
+
+class SrvChecker:
+    """While writers run: asks SRV for random services over UDP (TCP again
+    when the answer is truncated) and checks that every answer holds exactly
+    the registered instances (target and port; priority 10; weights may be
+    anything valid), with the right address for every target in Additional."""
+
+    def __init__(self, port: int, registry_path: str, edns: bool, interval: float = 0.02,
+                 seed: int = 7):
+        self.port, self.edns, self.interval = port, edns, interval
+        self.rng = random.Random(seed)
+        self.expected: dict[str, set] = {}
+        self.address: dict[str, str] = {}
+        with open(registry_path) as f:
+            for line in f:
+                if not line.strip():
+                    continue
+                row = json.loads(line)
+                svc, iid, body = row["service"], row["id"], row["body"]
+                target = f"{iid}.{svc}.instance.{DOMAIN}."
+                self.expected.setdefault(svc, set()).add((body["port"], target))
+                self.address[target] = body["address"]
+        self.services = sorted(self.expected)
+        self.stats = {"asked": 0, "ok": 0, "wrong": 0, "unanswered": 0,
+                      "truncated_reasked_tcp": 0, "wrong_examples": []}
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._loop, daemon=True)
+
+    def start(self):
+        self.thread.start()
+
+    def finish(self) -> dict:
+        self.stop.set()
+        self.thread.join(10)
+        return self.stats
+
+    def _wrong(self, qname: str, why: str, r: dict | None):
+        self.stats["wrong"] += 1
+        if len(self.stats["wrong_examples"]) < 5:
+            self.stats["wrong_examples"].append(
+                {"query": f"{qname} SRV", "why": why,
+                 "answer": r and r["answer"], "rcode": r and r["rcode"]})
+
+    def check_one(self):
+        svc = self.rng.choice(self.services)
+        qname = (f"_{svc}._tcp.service.{DOMAIN}." if self.rng.random() < 0.5
+                 else f"{svc}.service.{DOMAIN}.")
+        self.stats["asked"] += 1
+        r = ask(self.port, qname, "SRV", self.edns, timeout=1.0, tries=2)
+        if r is not None and r["tc"]:
+            self.stats["truncated_reasked_tcp"] += 1
+            r = ask_tcp(self.port, qname, "SRV")
+        if r is None:
+            self.stats["unanswered"] += 1
+            return
+        if r["rcode"] != "NOERROR":
+            return self._wrong(qname, f"rcode {r['rcode']}", r)
+        got = []
+        for name, rtype, _ttl, text in r["answer"]:
+            if rtype != "SRV" or name != qname:
+                return self._wrong(qname, f"unexpected record {name} {rtype}", r)
+            prio, weight, port, target = text.split()
+            if int(prio) != PRIORITY or not 1 <= int(weight) <= 65535:
+                return self._wrong(qname, f"priority/weight {prio} {weight}", r)
+            got.append((int(port), target))
+        want = self.expected[svc]
+        if len(got) != len(set(got)) or set(got) != want:
+            missing, extra = len(want - set(got)), len(set(got) - want)
+            return self._wrong(qname, f"{len(got)} records for {len(want)} instances "
+                                      f"({missing} missing, {extra} not registered, "
+                                      f"{len(got) - len(set(got))} repeated)", r)
+        for name, rtype, _ttl, text in r["additional"]:
+            if rtype == "A" and self.address.get(name) != text:
+                return self._wrong(qname, f"additional {name} A {text}", r)
+        self.stats["ok"] += 1
+
+    def _loop(self):
+        while not self.stop.is_set():
+            t0 = time.monotonic()
+            try:
+                self.check_one()
+            except Exception as e:  # a malformed answer counts as wrong
+                self._wrong("?", f"{type(e).__name__}: {e}", None)
+            self.stop.wait(max(0.0, self.interval - (time.monotonic() - t0)))
 
 
 # --------------------------------------------------------------------------
@@ -368,12 +711,18 @@ def cmd_check(a):
     servers = [s.split("=", 1) for s in a.server]
     with open(a.queries) as f:
         sample = [line.split() for line in f if line.strip()][: a.sample]
-    # Names the query mix never asks for directly.
+    # Names the query mix never asks for directly; the first instance's
+    # names as the registry has them (their width depends on its size).
+    svc1, iid1 = service_name(1), instance_id(1, 1)
+    if a.registry:
+        with open(a.registry) as f:
+            first = json.loads(f.readline())
+        svc1, iid1 = first["service"], first["id"]
     fixed = [
         [f"{DOMAIN}.", "SOA"], [f"{DOMAIN}.", "NS"], [f"ns.{DOMAIN}.", "A"],
-        [f"{instance_id(1, 1)}.{service_name(1)}.instance.{DOMAIN}.", "A"],
-        [f"{instance_id(1, 1)}.{service_name(1)}.instance.{DOMAIN}.", "TXT"],
-        [f"{service_name(1)}.instance.{DOMAIN}.", "A"],
+        [f"{iid1}.{svc1}.instance.{DOMAIN}.", "A"],
+        [f"{iid1}.{svc1}.instance.{DOMAIN}.", "TXT"],
+        [f"{svc1}.instance.{DOMAIN}.", "A"],
         [f"_tcp.service.{DOMAIN}.", "SRV"],
     ]
     questions = fixed + sample
@@ -651,6 +1000,57 @@ def run_dnsperf(a, server: dict, duration: float, verbose: bool, workdir: str,
     return r
 
 
+def run_with_writers(a, server: dict, workdir: str, label: str) -> dict:
+    """One dnsperf run while the writers (a subprocess) re-register instances
+    and a checker thread verifies SRV answers."""
+    cmd = []
+    if a.client_cpus:
+        cmd += ["taskset", "-c", a.client_cpus]
+    cmd += [sys.executable, os.path.abspath(__file__), "writers", "--api", a.api,
+            "--registry", a.registry, "--writers", str(a.writers),
+            "--rate", f"{a.write_rate:g}", "--procs", str(a.writer_procs),
+            "--seed", str(sum(label.encode())),
+            "--max-seconds", f"{a.duration + a.query_timeout + 120:g}",
+            "--out", os.path.join(workdir, f"writers-{label}.json")]
+    err = open(os.path.join(workdir, f"writers-{label}.err"), "w")
+    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err,
+                            text=True)
+    checker = None
+    try:
+        line = proc.stdout.readline()
+        if line.strip() != "ready":
+            raise RuntimeError(f"{label}: the writers did not start "
+                               f"(see {err.name}); they said {line!r}")
+        checker = SrvChecker(server["port"], a.registry, a.edns)
+        checker.start()
+        r = run_dnsperf(a, server, a.duration, a.percentiles, workdir, label)
+        r["check"] = checker.finish()
+        checker = None
+        proc.stdin.close()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            log(f"{label}: writers did not stop within 30 s; killed")
+            proc.kill()
+            proc.wait()
+        with open(os.path.join(workdir, f"writers-{label}.json")) as f:
+            r["writers"] = json.load(f)
+    finally:
+        if checker is not None:
+            checker.finish()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        err.close()
+    w = r["writers"]
+    # Index steps from the first write the API acknowledged to the last,
+    # both included: each changed weight is one step, so this is writes_ok
+    # when every PUT changed something and nothing else wrote.
+    if w.get("index_first") is not None:
+        w["index_steps"] = w["index_last"] - w["index_first"] + 1
+    return r
+
+
 def cmd_run(a):
     servers = []
     for spec in a.server:
@@ -658,6 +1058,10 @@ def cmd_run(a):
         servers.append({"name": name, "port": int(port), "pid": int(pid)})
     workdir = os.path.dirname(os.path.abspath(a.out))
     runs = []
+    writer_runs = []
+    if a.writers and not (a.api and a.registry):
+        log("run: --writers needs --api and --registry")
+        return 2
 
     def interrupted(signum, frame):
         raise KeyboardInterrupt
@@ -684,6 +1088,21 @@ def cmd_run(a):
                 f"server cpu {r['server_cpu_s']:.2f} s "
                 f"({cpq if cpq is not None else '-'} us/q)  "
                 f"dnsperf cpu {r['client_cpu_pct']:.0f}%")
+            if a.writers and s["name"] == "signpost":
+                # The same run again at once, with the writers.
+                w = run_with_writers(a, s, workdir, label + "-writers")
+                w["round"] = rnd
+                w["placement"] = a.placement
+                writer_runs.append(w)
+                ws, ck, cpq = w["writers"], w["check"], w["cpu_us_per_query"]
+                log(f"{a.placement} round {rnd}/{a.rounds} {'+writers':<8} "
+                    f"{w['qps'] or 0:>9.0f} qps  lost {w['lost']}  "
+                    f"avg {1000 * (w['avg_latency_s'] or 0):.3f} ms  "
+                    f"({cpq if cpq is not None else '-'} us/q)  "
+                    f"writes {ws['writes_per_s']}/s, {ws['write_errors']} errors, "
+                    f"p99 {fmt(ws['latency_s']['p99'] and ws['latency_s']['p99'] * 1000, '.2f')} ms; "
+                    f"SRV checked {ck['asked']}, wrong {ck['wrong']}, "
+                    f"unanswered {ck['unanswered']}")
     info = {}
     for s in servers:
         info[s["name"]] = {
@@ -699,7 +1118,289 @@ def cmd_run(a):
         if who in info and value:
             info[who][key] = value
     with open(a.out, "w") as f:
-        json.dump({"placement": a.placement, "runs": runs, "servers": info}, f, indent=1)
+        json.dump({"placement": a.placement, "runs": runs, "writer_runs": writer_runs,
+                   "servers": info}, f, indent=1)
+    return 0
+
+
+# --------------------------------------------------------------------------
+# memory: signpost's RSS empty and with a registry of a given size
+
+
+class LazyRows:
+    """The registry's rows ({"service", "id", "body"}), made when asked for:
+    a million of them as dicts would take a good part of a gigabyte."""
+
+    def __init__(self, size: int, per_service: int):
+        self.size, self.per = size, per_service
+
+    def __len__(self):
+        return self.size
+
+    def __getitem__(self, j: int) -> dict:
+        svc, iid, addr, port, weight, meta = instance_row(j // self.per + 1, j % self.per + 1, j + 1)
+        return {"service": svc, "id": iid, "body": registration_body(addr, port, weight, meta)}
+
+
+def write_export(path: str, size: int, per_service: int, cluster: str) -> int:
+    """The registry as an export document (the format of `signpost export`:
+    src/registry/codec.rs), one service at a time; returns its size in bytes."""
+    services = -(-size // per_service)
+    with open(path, "w") as f:
+        f.write('{"format":"signpost-export","version":1,"index":%d,"services":[' % size)
+        batch, current = [], None
+
+        def flush():
+            if batch:
+                f.write(("," if flush.started else "") + json.dumps(
+                    {"name": current, "settings": None, "instances": batch},
+                    separators=(",", ":")))
+                flush.started = True
+
+        flush.started = False
+        for k, (svc, iid, addr, port, weight, meta) in enumerate(
+                registry(services, per_service, size), 1):
+            if svc != current:
+                flush()
+                batch, current = [], svc
+            inst = {"service": svc, "id": iid, **registration_body(addr, port, weight, meta),
+                    "cluster": cluster, "create_index": k, "modify_index": k}
+            batch.append(inst)
+        flush()
+        f.write("]}")
+    return os.path.getsize(path)
+
+
+def proc_memory(pid: int) -> dict:
+    """VmRSS, VmHWM (peak), RssAnon and RssFile of pid, KiB."""
+    out = {}
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                key = line.split(":", 1)[0]
+                if key in ("VmRSS", "VmHWM", "RssAnon", "RssFile", "Threads"):
+                    out[key] = int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return out
+
+
+def settle_rss(pid: int, min_s: float, max_s: float = 120.0, step: float = 0.5) -> dict:
+    """Samples RSS until the last five samples (2 s) are within 0.5% (or
+    256 KiB) of each other, for at least min_s seconds."""
+    t0, samples = time.monotonic(), []
+    while True:
+        if not os.path.exists(f"/proc/{pid}"):
+            raise SystemExit(f"memory: signpost (pid {pid}) exited")
+        samples.append(proc_memory(pid).get("VmRSS", 0))
+        took = time.monotonic() - t0
+        last = samples[-5:]
+        steady = len(last) == 5 and max(last) - min(last) <= max(256, last[-1] // 200)
+        if (took >= min_s and steady) or took >= max_s:
+            m = proc_memory(pid)
+            m["settle_s"] = round(took, 1)
+            m["settled"] = steady
+            return m
+        time.sleep(step)
+
+
+def wait_serial(port: int, index: int, timeout: float) -> float | None:
+    """Seconds until the zone's SOA serial (signpost's registry index) is
+    at least index; None if it never is."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        r = ask(port, f"{DOMAIN}.", "SOA", False, timeout=0.5, tries=1)
+        if r is not None and r["serial"] is not None and r["serial"] >= index:
+            return round(time.monotonic() - t0, 3)
+        time.sleep(0.1)
+    return None
+
+
+def served_ok(port: int, rows: LazyRows) -> dict:
+    """The first and the last service: all their instances in SRV (TCP)."""
+    out = {}
+    for j in (0, len(rows) - 1):
+        svc = rows[j]["service"]
+        want = rows.per if j == 0 else (len(rows) - 1) % rows.per + 1
+        r = ask_tcp(port, f"{svc}.service.{DOMAIN}.", "SRV", timeout=10)
+        got = len([x for x in r["answer"] if x[1] == "SRV"]) if r else None
+        out[svc] = {"srv_records": got, "instances": want}
+    return out
+
+
+def registry_loaded_ms(log_path: str) -> int | None:
+    """elapsed_ms of the last `registry loaded` line signpost logged."""
+    ms = None
+    try:
+        with open(log_path, errors="replace") as f:
+            for line in f:
+                if "registry loaded" in line:
+                    m = re.search(r"elapsed_ms=(\d+)", line)
+                    ms = int(m.group(1)) if m else ms
+    except OSError:
+        pass
+    return ms
+
+
+def dir_bytes(path: str) -> int:
+    total = 0
+    for root, _dirs, files in os.walk(path):
+        for name in files:
+            try:
+                total += os.stat(os.path.join(root, name)).st_blocks * 512
+            except OSError:
+                pass
+    return total
+
+
+def import_file(api: str, path: str) -> tuple[int, bytes, float]:
+    url = urllib.parse.urlsplit(api)
+    conn = http.client.HTTPConnection(url.hostname, url.port, timeout=3600,
+                                      blocksize=1 << 20)
+    t0 = time.monotonic()
+    try:
+        with open(path, "rb") as body:
+            conn.request("PUT", "/v1/import", body,
+                         {"Content-Type": "application/json",
+                          "Content-Length": str(os.path.getsize(path))})
+            resp = conn.getresponse()
+            text = resp.read()
+    finally:
+        conn.close()
+    return resp.status, text, time.monotonic() - t0
+
+
+def cmd_memory(a):
+    if a.phase == "restart":
+        with open(a.out) as f:
+            result = json.load(f)
+        set_name_width(result["services"])
+        index = result["index"]
+        took = wait_serial(a.dns_port, index, 600)
+        if took is None:
+            log(f"memory: after the restart the zone never reached index {index}")
+            return 1
+        m = settle_rss(a.pid, a.settle)
+        m["registry_loaded_ms"] = registry_loaded_ms(a.log)
+        m["served"] = served_ok(a.dns_port, LazyRows(result["size"], result["per_service"]))
+        result["restarted"] = m
+        log(f"memory {result['size']}: after a restart {m['VmRSS'] / 1024:.1f} MiB RSS "
+            f"(loaded in {m['registry_loaded_ms']} ms)")
+    else:
+        rows = LazyRows(a.size, a.per_service)
+        set_name_width(-(-a.size // a.per_service))
+        result = {"size": a.size, "per_service": a.per_service,
+                  "services": -(-a.size // a.per_service), "load": a.load}
+        doc = os.path.join(a.dir, "export.json")
+        if a.load == "import":
+            t0 = time.monotonic()
+            result["export_bytes"] = write_export(doc, a.size, a.per_service, a.cluster)
+            log(f"memory {a.size}: export document {result['export_bytes'] / 1e6:.1f} MB "
+                f"written in {time.monotonic() - t0:.1f} s")
+        result["empty"] = settle_rss(a.pid, a.settle)
+        log(f"memory {a.size}: empty registry {result['empty']['VmRSS'] / 1024:.1f} MiB RSS")
+        index = None
+        if a.load == "import":
+            status, text, took = import_file(a.api, doc)
+            os.unlink(doc)
+            if status in (404, 405):
+                log(f"memory: PUT /v1/import answered {status}: this signpost has no bulk "
+                    f"import; registering one PUT at a time instead")
+                result["load"] = "put (no /v1/import)"
+            elif status != 200:
+                log(f"memory: PUT /v1/import: HTTP {status} {text[:300]!r}")
+                return 1
+            else:
+                index = json.loads(text)["index"]
+                result["load_s"] = round(took, 2)
+        if index is None:
+            t0 = time.monotonic()
+            if not register_rows(a.api, rows, a.connections):
+                return 1
+            result["load_s"] = round(time.monotonic() - t0, 2)
+            index = a.size  # a fresh registry, one index step per new instance
+        took = wait_serial(a.dns_port, index, 600)
+        if took is None:
+            log(f"memory: the zone never reached index {index}")
+            return 1
+        result["index"] = index
+        result["dns_caught_up_s"] = took
+        m = settle_rss(a.pid, a.settle)
+        m["served"] = served_ok(a.dns_port, rows)
+        result["loaded"] = m
+        result["data_dir_bytes"] = dir_bytes(a.data_dir) if a.data_dir else None
+        result["registry_loaded_ms_at_start"] = registry_loaded_ms(a.log)
+        d = m["VmRSS"] - result["empty"]["VmRSS"]
+        log(f"memory {a.size}: loaded ({result['load']}, {result['load_s']} s) "
+            f"{m['VmRSS'] / 1024:.1f} MiB RSS, +{d / 1024:.1f} MiB, "
+            f"{d * 1024 / a.size:.0f} B/instance; peak {m['VmHWM'] / 1024:.1f} MiB")
+    served = result["restarted" if a.phase == "restart" else "loaded"]["served"]
+    bad = {k: v for k, v in served.items() if v["srv_records"] != v["instances"]}
+    if bad:
+        log(f"memory: WARNING: SRV answers short of the registry: {bad}")
+    with open(a.out, "w") as f:
+        json.dump(result, f, indent=1)
+    return 0
+
+
+def mib(kib):
+    return None if kib is None else kib / 1024
+
+
+def cmd_memory_report(a):
+    with open(a.meta) as f:
+        meta = json.load(f)
+    sizes = []
+    for path in a.size:
+        with open(path) as f:
+            sizes.append(json.load(f))
+    cfg = meta["config"]
+    out = ["", f"== memory: signpost alone, store {cfg.get('signpost_store', 'default')}"
+               f"{' (' + a.store_seen + ')' if a.store_seen else ''}, "
+               f"{cfg['memory_per_service']} instances per service ==",
+           f"{'instances':>10} {'services':>8} {'load':>13} {'empty':>10} {'loaded':>10} "
+           f"{'+RSS':>10} {'B/inst':>6} {'peak':>10} {'restart':>10} {'B/inst':>6} "
+           f"{'start ms':>8} {'on disk':>10}"]
+    for r in sizes:
+        e, l, x = r["empty"], r["loaded"], r.get("restarted")
+        delta = l["VmRSS"] - e["VmRSS"]
+        r["rss_empty_kib"] = e["VmRSS"]
+        r["rss_loaded_kib"] = l["VmRSS"]
+        r["rss_delta_kib"] = delta
+        r["bytes_per_instance"] = round(delta * 1024 / r["size"], 1)
+        if x:
+            r["rss_restarted_kib"] = x["VmRSS"]
+            r["bytes_per_instance_restarted"] = round((x["VmRSS"] - e["VmRSS"]) * 1024 / r["size"], 1)
+        load = f"{r['load'].split()[0]} {r.get('load_s', 0):.1f} s"
+        out.append(
+            f"{r['size']:>10} {r['services']:>8} {load:>13} "
+            f"{mib(e['VmRSS']):>6.1f} MiB {mib(l['VmRSS']):>6.1f} MiB {mib(delta):>6.1f} MiB "
+            f"{r['bytes_per_instance']:>6.0f} {mib(l['VmHWM']):>6.1f} MiB "
+            + (f"{mib(x['VmRSS']):>6.1f} MiB {r['bytes_per_instance_restarted']:>6.0f} "
+               f"{fmt(x.get('registry_loaded_ms'), 'd'):>8} " if x else
+               f"{'-':>10} {'-':>6} {'-':>8} ")
+            + f"{fmt(r.get('data_dir_bytes') and r['data_dir_bytes'] / 2**20, '.1f') + ' MiB':>10}")
+        for phase in ("loaded", "restarted"):
+            for svc, v in ((r.get(phase) or {}).get("served") or {}).items():
+                if v["srv_records"] != v["instances"]:
+                    out.append(f"WARNING: {phase}: {svc} SRV held {v['srv_records']} of "
+                               f"{v['instances']} instances")
+            if r.get(phase) and not r[phase].get("settled"):
+                out.append(f"WARNING: {r['size']} {phase}: RSS had not settled after "
+                           f"{r[phase]['settle_s']} s")
+    out.append("")
+    out.append("empty: RSS (VmRSS) of a fresh server before any registration; loaded: after the "
+               "registry is loaded, DNS serves its index and RSS is steady; +RSS and B/inst: "
+               "loaded minus empty; peak: VmHWM; restart: RSS after a restart on the same data "
+               "(loaded from disk), B/inst against the same empty figure; start ms: the "
+               "`registry loaded` time it logs; on disk: the data directory.")
+    meta["memory"] = sizes
+    meta["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    os.makedirs(os.path.dirname(os.path.abspath(a.json_out)), exist_ok=True)
+    with open(a.json_out, "w") as f:
+        json.dump(meta, f, indent=1)
+    out.append(f"raw results: {a.json_out}")
+    print("\n".join(out))
     return 0
 
 
@@ -766,6 +1467,97 @@ def ratios(runs: list[dict], rounds: int, ref: str, other: str) -> dict:
             b = next((r[key] for r in runs if r["round"] == rnd and r["server"] == other), None)
             per_round.append(round(a / b, 3) if a and b else None)
         out[metric] = {"per_round": per_round, "median": med(per_round)}
+    return out
+
+
+def summarize_writers(runs: list[dict], writer_runs: list[dict], rounds: int) -> dict:
+    """signpost read-only against signpost with writers, round by round."""
+    ro = {r["round"]: r for r in runs if r["server"] == "signpost"}
+    wr = {r["round"]: r for r in writer_runs}
+    per_round = []
+    for rnd in range(1, rounds + 1):
+        a, b = ro.get(rnd, {}).get("qps"), wr.get(rnd, {}).get("qps")
+        per_round.append(round(b / a, 3) if a and b else None)
+    ws = [r["writers"] for r in writer_runs]
+    cks = [r["check"] for r in writer_runs]
+    elapsed = sum(w["elapsed_s"] for w in ws)
+    return {
+        "read_only": summarize(list(ro.values()), ["signpost"])["signpost"],
+        "with_writers": summarize(writer_runs, ["signpost"])["signpost"],
+        "qps_ratio_with_over_without": {"per_round": per_round, "median": med(per_round)},
+        "cpu_us_per_query_read_only": med([r["cpu_us_per_query"] for r in ro.values()]),
+        "cpu_us_per_query_with_writers": med([r["cpu_us_per_query"] for r in writer_runs]),
+        "writers": ws[0]["writers"] if ws else None,
+        "rate_per_writer": ws[0]["rate_per_writer"] if ws else None,
+        "target_writes_per_s": ws[0]["target_per_s"] if ws else None,
+        "writes_ok_total": sum(w["writes_ok"] for w in ws),
+        "writes_per_s": round(sum(w["writes_ok"] for w in ws) / elapsed, 1) if elapsed else None,
+        "median_writes_per_s": med([w["writes_per_s"] for w in ws]),
+        "write_errors_total": sum(w["write_errors"] for w in ws),
+        "write_error_samples": [x for w in ws for x in w["error_samples"]][:5],
+        "median_write_p50_s": med([w["latency_s"]["p50"] for w in ws]),
+        "median_write_p99_s": med([w["latency_s"]["p99"] for w in ws]),
+        "max_write_latency_s": max((w["max_latency_s"] or 0 for w in ws), default=None),
+        "index_steps_total": sum(w.get("index_steps") or 0 for w in ws),
+        "writer_cpu_pct": med([100 * w["cpu_s"] / w["elapsed_s"] for w in ws if w["elapsed_s"]]),
+        "writers_fell_behind": sum(w["fell_behind"] for w in ws),
+        "srv_checked": sum(c["asked"] for c in cks),
+        "srv_ok": sum(c["ok"] for c in cks),
+        "srv_wrong": sum(c["wrong"] for c in cks),
+        "srv_unanswered": sum(c["unanswered"] for c in cks),
+        "srv_truncated_reasked_tcp": sum(c["truncated_reasked_tcp"] for c in cks),
+        "srv_wrong_examples": [x for c in cks for x in c["wrong_examples"]][:5],
+    }
+
+
+def writer_lines(s: dict, pct: bool) -> list[str]:
+    rate = s["rate_per_writer"]
+    how = (f"{s['writers']} writers x {rate:g} PUT/s (target {s['target_writes_per_s']:g}/s)"
+           if rate else f"{s['writers']} writers, back to back (--write-rate 0)")
+    out = [f"signpost under writes: {how}, keep-alive PUTs of random instances with a new "
+           f"weight; each signpost round run again with them"]
+    head = f"{'signpost':<14} {'QPS (med)':>10} {'lost':>14} {'avg lat':>9} "
+    if pct:
+        head += f"{'p50':>8} {'p99':>8} "
+    out.append(head + f"{'CPU us/q':>9} {'srv CPU':>8} {'dnsperf':>8}")
+    for label, x in (("read-only", s["read_only"]), ("with writers", s["with_writers"])):
+        lost = f"{x['lost_total']} ({fmt(x['lost_pct'], '.2f')}%)"
+        line = (f"{label:<14} {fmt(x['median_qps'], '10.0f'):>10} {lost:>14} "
+                f"{fmt(x['median_avg_latency_s'] and x['median_avg_latency_s'] * 1000, '.3f') + ' ms':>9} ")
+        if pct:
+            for k in ("median_p50_latency_s", "median_p99_latency_s"):
+                v = x.get(k)
+                line += f"{fmt(v and v * 1000, '.3f') + 'ms':>8} "
+        line += (f"{fmt(x['median_cpu_us_per_query'], '.2f'):>9} "
+                 f"{fmt(x['median_server_cpu_pct'], '.0f') + '%':>8} "
+                 f"{fmt(x['median_client_cpu_pct'], '.0f') + '%':>8}")
+        out.append(line)
+    r = s["qps_ratio_with_over_without"]
+    out.append(f"{'QPS with/without writers':<24} "
+               + " ".join(f"{fmt(v, '.2f'):>6}" for v in r["per_round"])
+               + f" {fmt(r['median'], '.2f'):>7} (per round, median)")
+    p50, p99 = s["median_write_p50_s"], s["median_write_p99_s"]
+    target = s["target_writes_per_s"]
+    out.append(f"writes: {fmt(s['writes_per_s'], '.1f')}/s achieved"
+               f"{f' of {target:g}/s' if target else ''} ({s['writes_ok_total']} acknowledged, "
+               f"index steps {s['index_steps_total']}), {s['write_errors_total']} errors; "
+               f"PUT latency p50 {fmt(p50 and p50 * 1000, '.2f')} ms, "
+               f"p99 {fmt(p99 and p99 * 1000, '.2f')} ms (median over rounds), max "
+               f"{fmt(s['max_write_latency_s'] and s['max_write_latency_s'] * 1000, '.1f')} ms; "
+               f"writer CPU {fmt(s['writer_cpu_pct'], '.0f')}%")
+    out.append(f"SRV answers checked during the writes: {s['srv_checked']} "
+               f"({s['srv_truncated_reasked_tcp']} truncated, asked again over TCP): "
+               f"{s['srv_wrong']} wrong, {s['srv_unanswered']} unanswered")
+    if s["srv_wrong"]:
+        ex = s["srv_wrong_examples"][0]
+        out.append(f"WARNING: {s['srv_wrong']} SRV answers did not hold exactly the registered "
+                   f"instances; first: {ex['query']}: {ex['why']}")
+    if s["write_errors_total"]:
+        out.append(f"WARNING: {s['write_errors_total']} writes failed; first: "
+                   f"{(s['write_error_samples'] or ['?'])[0][:200]}")
+    if target and s["writes_per_s"] is not None and s["writes_per_s"] < 0.9 * target:
+        out.append(f"WARNING: the writers reached {s['writes_per_s']:.0f} of {target:g} "
+                   f"writes/s (a slow server, or a busy load generator: see --writer-procs)")
     return out
 
 
@@ -869,6 +1661,9 @@ def cmd_report(a):
             f"{n} {i['processes']} proc, {i['threads']} threads, {i['rss_kib_after'] / 1024:.1f} MiB RSS"
             + (f", store {i['store']}" if i.get("store") else "")
             for n, i in p["servers"].items()))
+        if p.get("writer_runs"):
+            p["writers_summary"] = summarize_writers(runs, p["writer_runs"], cfg["rounds"])
+            out.extend(writer_lines(p["writers_summary"], pct))
         for n, info in p["servers"].items():
             if not info["alive_after"]:
                 out.append(f"WARNING: {n} was no longer running after the runs")
@@ -922,6 +1717,7 @@ def main():
     c.add_argument("--server", action="append", required=True, help="name=port; first is the reference")
     c.add_argument("--queries", required=True)
     c.add_argument("--sample", type=int, default=60)
+    c.add_argument("--registry", help="registry.jsonl: names of the first instance")
     c.add_argument("--edns", action="store_true")
     c.add_argument("--out", required=True)
 
@@ -942,7 +1738,26 @@ def main():
     u.add_argument("--dnsperf-arg", action="append", default=[])
     u.add_argument("--dnsperf", default="dnsperf", help="the dnsperf binary")
     u.add_argument("--note", action="append", default=[], help="server:key=value, kept with the server")
+    u.add_argument("--writers", type=int, default=0,
+                   help="run each signpost round again with this many writers")
+    u.add_argument("--write-rate", type=float, default=10, help="PUTs/s per writer; 0: no pause")
+    u.add_argument("--writer-procs", type=int, default=1, help="processes the writers run in")
+    u.add_argument("--api", help="signpost's admin API, for the writers")
+    u.add_argument("--registry", help="registry.jsonl, for the writers and the checker")
     u.add_argument("--out", required=True)
+
+    wr = sub.add_parser("writers")
+    wr.add_argument("--api", required=True)
+    wr.add_argument("--registry", required=True)
+    wr.add_argument("--writers", type=int, required=True)
+    wr.add_argument("--rate", type=float, default=10, help="PUTs/s per writer; 0: no pause")
+    wr.add_argument("--seed", type=int, default=1)
+    wr.add_argument("--procs", type=int, default=1, help="spread the writers over P processes")
+    wr.add_argument("--first", type=int, default=0, help=argparse.SUPPRESS)
+    wr.add_argument("--total", type=int, default=0, help=argparse.SUPPRESS)
+    wr.add_argument("--raw", action="store_true", help=argparse.SUPPRESS)
+    wr.add_argument("--max-seconds", type=float, default=600)
+    wr.add_argument("--out", required=True)
 
     p = sub.add_parser("report")
     p.add_argument("--meta", required=True)
@@ -950,9 +1765,32 @@ def main():
     p.add_argument("--log", action="append", default=[], help="label=path")
     p.add_argument("--json-out", required=True)
 
+    m = sub.add_parser("memory")
+    m.add_argument("--phase", choices=["load", "restart"], default="load")
+    m.add_argument("--pid", type=int, required=True)
+    m.add_argument("--api", required=True)
+    m.add_argument("--dns-port", type=int, required=True)
+    m.add_argument("--size", type=int, default=0)
+    m.add_argument("--per-service", type=int, default=100)
+    m.add_argument("--load", choices=["import", "put"], default="import")
+    m.add_argument("--connections", type=int, default=16, help="for --load put")
+    m.add_argument("--cluster", default="dc1", help="the server's --cluster")
+    m.add_argument("--settle", type=float, default=3, help="seconds of RSS samples at least")
+    m.add_argument("--dir", default=".", help="where the export document is written")
+    m.add_argument("--data-dir", help="signpost's data directory (its size is reported)")
+    m.add_argument("--log", default="", help="signpost's stderr")
+    m.add_argument("--out", required=True, help="results; read back and extended by restart")
+
+    mr = sub.add_parser("memory-report")
+    mr.add_argument("--meta", required=True)
+    mr.add_argument("--size", action="append", default=[], help="a memory --out file")
+    mr.add_argument("--store-seen", default="")
+    mr.add_argument("--json-out", required=True)
+
     a = ap.parse_args()
     fn = {"gen": cmd_gen, "freeport": cmd_freeport, "wait": cmd_wait,
           "register": cmd_register, "check": cmd_check, "run": cmd_run,
+          "writers": cmd_writers, "memory": cmd_memory, "memory-report": cmd_memory_report,
           "report": cmd_report}[a.cmd]
     try:
         return fn(a) or 0
