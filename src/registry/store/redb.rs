@@ -220,23 +220,43 @@ impl RedbStore {
         let instances = txn
             .open_table(INSTANCES)
             .map_err(|e| damaged(e.to_string()))?;
+        // Read the records in key order, then decode them on every core:
+        // decoding is most of a start's time.
+        let mut records = Vec::new();
         for entry in instances.iter().map_err(|e| damaged(e.to_string()))? {
             let (key, value) = entry.map_err(|e| damaged(e.to_string()))?;
             let (service, id) = key.value();
-            let record = format!("instance {id} of {service}");
-            let json = serde_json::from_slice(value.value())
-                .map_err(|e| damaged(format!("{record}: {e}")))?;
-            let (stored_service, instance) =
-                instance_from_json(json).map_err(|e| damaged(format!("{record}: {e}")))?;
-            if stored_service.as_str() != service || instance.id.as_str() != id {
-                return Err(damaged(format!("{record} is stored under the wrong key")));
+            records.push((service.to_owned(), id.to_owned(), value.value().to_vec()));
+        }
+        let workers = std::thread::available_parallelism()
+            .map_or(1, usize::from)
+            .clamp(1, 8);
+        let chunk = records.len().div_ceil(workers).max(1);
+        let decoded: Vec<Result<Vec<(ServiceName, Instance)>, StoreError>> =
+            std::thread::scope(|scope| {
+                let handles: Vec<_> = records
+                    .chunks(chunk)
+                    .map(|part| scope.spawn(|| decode_instances(part, &damaged)))
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| {
+                        h.join().unwrap_or_else(|_| {
+                            Err(damaged("decoding a record panicked".to_string()))
+                        })
+                    })
+                    .collect()
+            });
+        drop(records);
+        for part in decoded {
+            for (service, instance) in part? {
+                state.index = state.index.max(instance.modify_index);
+                state
+                    .instances
+                    .entry(service)
+                    .or_default()
+                    .insert(instance.id.clone(), Arc::new(instance));
             }
-            state.index = state.index.max(instance.modify_index);
-            state
-                .instances
-                .entry(stored_service)
-                .or_default()
-                .insert(instance.id.clone(), Arc::new(instance));
         }
 
         let settings = txn
@@ -324,6 +344,31 @@ impl RedbStore {
         // Durability::Immediate (the default): returns once synced to disk.
         txn.commit().map_err(|e| failed(&e))
     }
+}
+
+/// Decodes stored instance records `(service, id, JSON)`, checking that
+/// each is stored under its own key.
+fn decode_instances(
+    records: &[(String, String, Vec<u8>)],
+    damaged: &(dyn Fn(String) -> StoreError + Sync),
+) -> Result<Vec<(ServiceName, Instance)>, StoreError> {
+    records
+        .iter()
+        .map(|(service, id, value)| {
+            let record = || format!("instance {id} of {service}");
+            let json =
+                serde_json::from_slice(value).map_err(|e| damaged(format!("{}: {e}", record())))?;
+            let (stored_service, instance) =
+                instance_from_json(json).map_err(|e| damaged(format!("{}: {e}", record())))?;
+            if stored_service.as_str() != service || instance.id.as_str() != id {
+                return Err(damaged(format!(
+                    "{} is stored under the wrong key",
+                    record()
+                )));
+            }
+            Ok((stored_service, instance))
+        })
+        .collect()
 }
 
 /// The stored form of an instance.
