@@ -1190,3 +1190,26 @@ fn dns_sd_browsing_per_rfc_6763() {
     let nx = server.query("nope._web._tcp.service.internal.", RecordType::SRV);
     assert_eq!(nx.metadata.response_code, ResponseCode::NXDomain);
 }
+
+#[test]
+fn every_udp_thread_answers_alike() {
+    // Four sockets on one port: the kernel hands each client port to one of
+    // them, so forty fresh client sockets reach all of them.
+    let server = Server::start(&["--dns-threads", "4"]);
+    server.register("web", "a", instance("10.9.0.1", 80));
+    server.register("web", "b", instance("10.9.0.2", 80));
+    for n in 0..40 {
+        let reply = DnsQuery::new("WEB.service.internal.", RecordType::A).udp(server.dns);
+        assert_eq!(
+            reply.metadata.response_code,
+            ResponseCode::NoError,
+            "query {n}"
+        );
+        assert!(reply.metadata.authoritative);
+        assert_eq!(reply.queries[0].name().to_ascii(), "WEB.service.internal.");
+        let mut got = addresses(&reply.answers);
+        got.sort();
+        assert_eq!(got, ["10.9.0.1", "10.9.0.2"], "query {n}");
+    }
+    server.assert_alive();
+}
