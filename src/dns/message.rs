@@ -445,30 +445,11 @@ fn write_header(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::dns::wire::tests::{question, srv_answer};
     use hickory_proto::op::{Message, OpCode, Query, ResponseCode};
-    use hickory_proto::rr::rdata::{A, SRV, TXT};
+    use hickory_proto::rr::rdata::TXT;
     use hickory_proto::rr::{RecordType, rdata};
     use hickory_proto::serialize::binary::BinDecodable;
-
-    fn question(name: &Name) -> Vec<u8> {
-        Query::query(name.clone(), RecordType::SRV)
-            .to_bytes()
-            .unwrap()
-    }
-
-    fn srv_answer(owner: &Name, n: usize) -> Answer {
-        let mut answer = Answer::default();
-        for i in 0..n {
-            let target = Name::from_ascii(format!("web-{i}.web.instance.internal.")).unwrap();
-            let srv = SRV::new(10, 100, 8080 + i as u16, target.clone());
-            answer
-                .answers
-                .push(Record::from_rdata(owner.clone(), 5, RData::SRV(srv)));
-            let a = RData::A(A::new(10, 0, (i / 256) as u8, (i % 256) as u8));
-            answer.additional.push(Record::from_rdata(target, 5, a));
-        }
-        answer
-    }
 
     fn metadata() -> Metadata {
         let mut m = Metadata::new(0x1234, MessageType::Response, OpCode::Query);

@@ -116,19 +116,21 @@ pub fn fit(question: &[u8], answer: &mut Answer, edns: Option<&Edns>, limit: usi
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use hickory_proto::op::{Message, Query};
     use hickory_proto::rr::RecordType;
     use hickory_proto::rr::rdata::{A, SRV};
 
-    fn question(name: &Name) -> Vec<u8> {
+    /// The question section for `name` SRV, as a client sends it.
+    pub(crate) fn question(name: &Name) -> Vec<u8> {
         Query::query(name.clone(), RecordType::SRV)
             .to_bytes()
             .unwrap()
     }
 
-    fn srv_answer(name: &Name, n: usize) -> Answer {
+    /// `n` SRV records at `name`, each with its target's A in Additional.
+    pub(crate) fn srv_answer(name: &Name, n: usize) -> Answer {
         let mut answer = Answer::default();
         for i in 0..n {
             let target = Name::from_ascii(format!("instance-{i}.web.instance.internal.")).unwrap();
