@@ -19,6 +19,7 @@ use hickory_proto::rr::{Name, RData, Record};
 use hickory_proto::serialize::binary::{BinEncodable, BinEncoder};
 
 use super::answer::Answer;
+use super::wire::{name_len, opt_len};
 
 /// Size of the fixed DNS header.
 const HEADER_LEN: usize = 12;
@@ -112,7 +113,7 @@ impl Encoder {
         // The question is copied as received. When it is a plain name (no
         // pointer), later names can point into it.
         if let Some(qname) = qname
-            && question.len() == wire_len(qname) + 4
+            && question.len() == name_len(qname) + 4
         {
             self.register(qname, HEADER_LEN);
         }
@@ -375,16 +376,6 @@ fn same_name(out: &[u8], mut offset: usize, labels: &[&[u8]]) -> bool {
         }
     }
     false
-}
-
-/// Wire length of `name` without compression.
-fn wire_len(name: &Name) -> usize {
-    name.iter().map(|label| label.len() + 1).sum::<usize>() + 1
-}
-
-/// Encoded size of the OPT record for `edns`.
-fn opt_len(edns: &Edns) -> usize {
-    super::wire::opt_len(edns)
 }
 
 /// Appends the OPT record: `edns` with the upper bits of the response code.

@@ -16,11 +16,11 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use hickory_proto::op::{Header, MessageType, Metadata, ResponseCode};
-use hickory_proto::serialize::binary::{BinDecodable, BinDecoder, BinEncoder};
+use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};
 use hickory_server::net::xfer::Protocol;
 use hickory_server::server::Request;
-use hickory_server::zone_handler::{MessageResponseBuilder, Queries};
 
+use super::answer::Answer;
 use super::handler::{DnsHandler, Response, payload_limit};
 use super::message::Encoder;
 
@@ -89,7 +89,6 @@ fn serve(handler: &DnsHandler, socket: &UdpSocket, stop: &AtomicBool) {
                 continue;
             }
         };
-        reply.clear();
         if answer(handler, &mut encoder, &query[..len], src, &mut reply)
             && let Err(error) = socket.send_to(&reply, src)
         {
@@ -122,7 +121,8 @@ pub fn answer(
         Ok(request) => request,
         Err(error) => {
             tracing::debug!(%error, %src, "undecodable query");
-            return error_reply(&header.metadata, ResponseCode::FormErr, out);
+            error_reply(encoder, &header.metadata, ResponseCode::FormErr, out);
+            return true;
         }
     };
     let Response {
@@ -145,11 +145,18 @@ pub fn answer(
 }
 
 /// A reply with only a header: `code`, and the request's id and flags.
-fn error_reply(request: &Metadata, code: ResponseCode, out: &mut Vec<u8>) -> bool {
-    let Ok(queries) = Queries::read(&mut BinDecoder::new(&[]), 0) else {
-        return false;
-    };
-    let message = MessageResponseBuilder::new(&queries, None).error_msg(request, code);
-    let mut encoder = BinEncoder::new(out);
-    message.destructive_emit(&mut encoder).is_ok()
+fn error_reply(encoder: &mut Encoder, request: &Metadata, code: ResponseCode, out: &mut Vec<u8>) {
+    let mut metadata = Metadata::response_from_request(request);
+    metadata.response_code = code;
+    let limit = payload_limit(false, None);
+    encoder.write(
+        out,
+        &metadata,
+        &[],
+        0,
+        None,
+        &Answer::default(),
+        None,
+        limit,
+    );
 }

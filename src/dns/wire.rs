@@ -27,7 +27,7 @@ pub enum Fit {
 }
 
 /// Wire length of `name` without compression.
-fn name_len(name: &Name) -> usize {
+pub fn name_len(name: &Name) -> usize {
     name.iter().map(|label| label.len() + 1).sum::<usize>() + 1
 }
 
