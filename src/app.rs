@@ -87,7 +87,9 @@ pub async fn serve(
         cluster: cluster.as_str().to_string(),
     }));
     let store: Arc<dyn Store> = match args.store {
-        StoreKind::Embedded => Arc::new(RedbStore::open(&args.data_dir)?),
+        StoreKind::Embedded => {
+            Arc::new(RedbStore::open(&args.data_dir)?.checkpoint_interval(args.checkpoint_interval))
+        }
         StoreKind::Memory => Arc::new(MemoryStore::new()),
     };
     // Everything stored is loaded and projected before any port opens.

@@ -67,11 +67,15 @@ pub struct ServeArgs {
     #[arg(long, default_value = "zones", env = "SIGNPOST_ZONES_DIR")]
     pub zones_dir: PathBuf,
     /// TTL of negative answers (the SOA minimum).
-    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    #[arg(long, default_value = "5s", value_parser = parse_duration, env = "SIGNPOST_NEGATIVE_TTL")]
     pub negative_ttl: Duration,
     /// Address(es) served for `ns.<domain>`, the zone's NS target. Defaults to
     /// the DNS address when it is not a wildcard.
-    #[arg(long = "ns-address")]
+    #[arg(
+        long = "ns-address",
+        env = "SIGNPOST_NS_ADDRESS",
+        value_delimiter = ','
+    )]
     pub ns_addresses: Vec<IpAddr>,
     /// Where the registry keeps its state.
     #[arg(long, value_enum, default_value = "embedded", env = "SIGNPOST_STORE")]
@@ -79,6 +83,12 @@ pub struct ServeArgs {
     /// Directory of the embedded store (created if missing).
     #[arg(long, default_value = "data", env = "SIGNPOST_DATA_DIR")]
     pub data_dir: PathBuf,
+    /// Embedded store: longest an acknowledged write stays only in the
+    /// write-ahead log before a checkpoint applies it to the database file.
+    /// Longer means fewer, larger checkpoints; shorter, less to replay at
+    /// start.
+    #[arg(long, default_value = "200ms", value_parser = parse_duration, env = "SIGNPOST_CHECKPOINT_INTERVAL")]
+    pub checkpoint_interval: Duration,
     /// UDP sockets and threads answering DNS, all on the same port
     /// (`SO_REUSEPORT`). 0: one per CPU this process may run on.
     #[arg(long, default_value_t = 0, env = "SIGNPOST_DNS_THREADS")]

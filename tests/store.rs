@@ -127,7 +127,18 @@ fn kill_9_loses_no_acknowledged_write() {
     let acked: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
     let mut seed = 0x2545_F491_4F6C_DD1D_u64;
     for round in 0..rounds {
-        let server = start(&dir);
+        // Every other round checkpoints all the time, so that kills land
+        // in checkpoints and in switches between log files too.
+        let server = if round % 2 == 1 {
+            Server::start(&[
+                "--data-dir",
+                dir.to_str().unwrap(),
+                "--checkpoint-interval",
+                "1ms",
+            ])
+        } else {
+            start(&dir)
+        };
         // Everything acknowledged so far is there, in the API and in DNS.
         check_acked(&server, &acked.lock(), round);
         let writers: Vec<_> = (0..4)

@@ -6,6 +6,7 @@
 //! registry's rules (validation, indexes); they keep what they are given.
 
 pub mod redb;
+pub mod wal;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -290,7 +291,16 @@ pub(crate) mod battery {
     async fn redb_store() {
         let dir = std::env::temp_dir().join(format!("signpost-battery-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        run(|| Arc::new(super::redb::RedbStore::open(&dir).unwrap()) as Arc<dyn Store>).await;
+        // Changes read back from the log (no checkpoint before the handle
+        // goes), and from the file (a checkpoint after every round).
+        for every in [Duration::MAX, Duration::ZERO] {
+            let _ = std::fs::remove_dir_all(&dir);
+            run(|| {
+                let store = super::redb::RedbStore::open(&dir).unwrap();
+                Arc::new(store.checkpoint_interval(every)) as Arc<dyn Store>
+            })
+            .await;
+        }
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

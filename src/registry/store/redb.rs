@@ -1,19 +1,39 @@
-//! The embedded store: one redb file in the data directory.
+//! The embedded store: a write-ahead log and one redb file in the data
+//! directory.
 //!
-//! A commit returns only after redb's transaction commit has returned with
-//! `Durability::Immediate` (written and synced), so whatever the registry
-//! acknowledges survives `kill -9` and power loss; a transaction is atomic,
-//! so a crash never leaves half a change. Records are the registry's JSON
-//! form ([`crate::registry::codec`]) and are checked again when loaded. The
-//! file carries a format version; the directory is locked for the life of
-//! the process.
+//! A commit appends the round's changes to the log ([`super::wal`]) and
+//! returns once that record is synced, so whatever the registry
+//! acknowledges survives `kill -9` and power loss. The changes reach the
+//! redb file in checkpoints: every [`CHECKPOINT_EVERY`] (or
+//! [`CHECKPOINT_BYTES`] of log) a background thread applies the records
+//! since the last checkpoint in one redb transaction, which also records
+//! the last log record it holds (`wal_seq`). A redb transaction is atomic
+//! and the log is read back record by whole record, so a crash never leaves
+//! half a change. At start the records past `wal_seq` are applied to the
+//! file before anything is loaded.
+//!
+//! Why a log in front of redb: a redb commit of one write costs about
+//! 0.3 ms here (it rewrites and syncs the B-tree pages on the path to every
+//! changed key), a synced append to a preallocated file about 0.1 ms, and
+//! one checkpoint transaction of thousands of writes costs far less per
+//! write than many small commits. Records are the registry's JSON form
+//! ([`crate::registry::codec`]) and are checked again when loaded. The file
+//! carries a format version; the directory is locked for the life of the
+//! process.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
-use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+use parking_lot::Mutex;
+use redb::{
+    Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, Table, TableDefinition,
+    WriteTransaction,
+};
 
+use super::wal::{WAL_FILES, Wal};
 use super::{Change, Store, StoreError, StoredState};
 use crate::registry::codec::{
     Fields, InstanceJson, SETTINGS_FIELDS, instance_from_json, settings_from, settings_to_json,
@@ -24,8 +44,14 @@ use crate::registry::model::{Instance, ServiceName};
 pub const DB_FILE: &str = "signpost.redb";
 /// The lock file in the data directory, held while a server uses it.
 pub const LOCK_FILE: &str = "LOCK";
-/// The on-disk format this build writes and reads.
-pub const FORMAT_VERSION: u64 = 1;
+/// The on-disk format this build writes and reads. 2 added the write-ahead
+/// log (a signpost that reads only format 1 would not replay it); a format 1
+/// file is upgraded when opened.
+pub const FORMAT_VERSION: u64 = 2;
+/// Longest a change waits in the log alone before a checkpoint starts.
+pub const CHECKPOINT_EVERY: Duration = Duration::from_millis(200);
+/// Log bytes after which a checkpoint starts sooner.
+pub const CHECKPOINT_BYTES: u64 = 4 << 20;
 
 /// redb's page cache. The registry keeps every instance in memory already
 /// and reads the file only at start, so the cache need only hold the pages
@@ -36,7 +62,7 @@ const CACHE_SIZE: usize = 16 << 20;
 const INSTANCES: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("instances");
 /// Settings by service, as JSON.
 const SETTINGS: TableDefinition<&str, &[u8]> = TableDefinition::new("settings");
-/// `format_version` and `index`.
+/// `format_version`, `index` and `wal_seq` (the last log record applied).
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
 /// Why a data directory cannot be used. Each says what to do.
@@ -84,18 +110,47 @@ pub enum DataDirError {
 
 /// The embedded store.
 pub struct RedbStore {
-    /// The database (shared with blocking tasks).
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    /// The database (shared with the checkpoint thread).
     db: Arc<Database>,
     /// The database file, for messages.
     path: PathBuf,
-    /// Holds the directory's lock while the store lives.
+    /// The log and what it holds that the file does not yet. Only the
+    /// registry's committer takes it, one round at a time.
+    log: Mutex<Log>,
+    /// Holds the directory's lock while the store lives (dropped last).
     _lock: File,
+}
+
+/// The log's side of the store.
+struct Log {
+    wal: Wal,
+    /// Payloads of the records not yet in a checkpoint, oldest first.
+    pending: Vec<Vec<u8>>,
+    /// When the oldest of them was appended.
+    since: Instant,
+    /// How long a change may wait for a checkpoint (tests shorten it).
+    every: Duration,
+    /// The checkpoint running, if any.
+    running: Option<JoinHandle<Result<(), Failed>>>,
+    /// Whether every record in the file the log is not writing is in the
+    /// redb file, so the log may roll into it.
+    other_applied: bool,
+}
+
+/// A checkpoint that failed, with the payloads it had, to be tried again.
+struct Failed {
+    error: StoreError,
+    payloads: Vec<Vec<u8>>,
 }
 
 impl std::fmt::Debug for RedbStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedbStore")
-            .field("path", &self.path)
+            .field("path", &self.inner.path)
             .finish()
     }
 }
@@ -191,20 +246,71 @@ impl RedbStore {
                         .map_err(|e| corrupt(e.to_string()))?;
                 }
             }
+            if version != Some(FORMAT_VERSION) {
+                meta.insert("format_version", FORMAT_VERSION)
+                    .map_err(|e| corrupt(e.to_string()))?;
+            }
             txn.open_table(SETTINGS)
                 .map_err(|e| corrupt(e.to_string()))?;
         }
         txn.commit().map_err(|e| corrupt(e.to_string()))?;
+
+        // Apply what the log holds past the file's last checkpoint.
+        let applied = read_meta(&db, "wal_seq").map_err(corrupt)?;
+        let wal_error = |e: super::wal::WalError| match e.io {
+            Some(source) => DataDirError::Io {
+                path: e.path,
+                source,
+            },
+            None => DataDirError::Corrupt {
+                path: e.path,
+                detail: e.detail,
+            },
+        };
+        let (mut wal, records) = Wal::open(dir, applied).map_err(wal_error)?;
+        if let Some(last) = records.last() {
+            let last = last.seq;
+            let payloads: Vec<_> = records.into_iter().map(|r| r.payload).collect();
+            checkpoint(&db, &payloads, last).map_err(|e| corrupt(e.to_string()))?;
+            tracing::info!(
+                records = payloads.len(),
+                "applied the write-ahead log's records to {}",
+                path.display()
+            );
+        }
+        wal.restart().map_err(|source| DataDirError::Io {
+            path: dir.join(WAL_FILES[0]),
+            source,
+        })?;
+        let log = Log {
+            wal,
+            pending: Vec::new(),
+            since: Instant::now(),
+            every: CHECKPOINT_EVERY,
+            running: None,
+            other_applied: true,
+        };
         Ok(Self {
-            db: Arc::new(db),
-            path,
-            _lock: lock,
+            inner: Arc::new(Inner {
+                db: Arc::new(db),
+                path,
+                log: Mutex::new(log),
+                _lock: lock,
+            }),
         })
     }
 
     /// The database file.
     pub fn path(&self) -> &Path {
-        &self.path
+        &self.inner.path
+    }
+
+    /// Sets how long a change may wait in the log alone before a checkpoint
+    /// starts ([`CHECKPOINT_EVERY`] unless set; zero starts one at every
+    /// commit when none is running).
+    pub fn checkpoint_interval(self, every: Duration) -> Self {
+        self.inner.log.lock().every = every;
+        self
     }
 
     fn load_blocking(db: &Database, path: &Path) -> Result<StoredState, StoreError> {
@@ -276,73 +382,366 @@ impl RedbStore {
         }
         Ok(state)
     }
+}
 
-    fn commit_blocking(db: &Database, changes: &[Change]) -> Result<(), StoreError> {
+impl Inner {
+    /// Commits one round: a synced log record, or, for a restore, a redb
+    /// transaction of its own.
+    fn commit(&self, changes: &[Change]) -> Result<(), StoreError> {
+        let mut log = self.log.lock();
+        log.reap();
+        if changes.iter().any(|c| matches!(c, Change::Restore { .. })) {
+            return self.commit_restore(&mut log, changes);
+        }
+        let payload = encode(changes)?;
+        log.wal.append(&payload).map_err(|e| {
+            StoreError::Unavailable(format!(
+                "disk commit failed: {}: {e}",
+                log.wal.active_path().display()
+            ))
+        })?;
+        if log.pending.is_empty() {
+            log.since = Instant::now();
+        }
+        log.pending.push(payload);
+        if log.running.is_none()
+            && (log.since.elapsed() >= log.every || log.wal.written() >= CHECKPOINT_BYTES)
+        {
+            log.start_checkpoint(&self.db);
+        }
+        Ok(())
+    }
+
+    /// A restore replaces the file's contents in one transaction, with
+    /// everything the log holds, after any checkpoint running has ended.
+    fn commit_restore(&self, log: &mut Log, changes: &[Change]) -> Result<(), StoreError> {
+        log.wait();
         let failed =
             |e: &dyn std::fmt::Display| StoreError::Unavailable(format!("disk commit failed: {e}"));
-        let txn = db.begin_write().map_err(|e| failed(&e))?;
+        let txn = self.db.begin_write().map_err(|e| failed(&e))?;
         {
-            let mut instances = txn.open_table(INSTANCES).map_err(|e| failed(&e))?;
-            let mut settings = txn.open_table(SETTINGS).map_err(|e| failed(&e))?;
-            let mut meta = txn.open_table(META).map_err(|e| failed(&e))?;
-            let mut index = meta
-                .get("index")
-                .map_err(|e| failed(&e))?
-                .map_or(0, |v| v.value());
+            let mut tables = Tables::open(&txn).map_err(|e| failed(&e))?;
+            for payload in &log.pending {
+                tables.apply(payload)?;
+            }
             for change in changes {
                 match change {
-                    Change::PutInstance {
-                        service, instance, ..
-                    } => {
-                        let json = record(service, instance)?;
-                        instances
-                            .insert((service.as_str(), instance.id.as_str()), json.as_slice())
-                            .map_err(|e| failed(&e))?;
-                    }
-                    Change::DeleteInstance { service, id, .. } => {
-                        instances
-                            .remove((service.as_str(), id.as_str()))
-                            .map_err(|e| failed(&e))?;
-                    }
-                    Change::PutSettings {
-                        service,
-                        settings: s,
-                        ..
-                    } => {
-                        let json = settings_to_json(s).to_string();
-                        settings
-                            .insert(service.as_str(), json.as_bytes())
-                            .map_err(|e| failed(&e))?;
-                    }
-                    Change::Restore { state } => {
-                        instances.retain(|_, _| false).map_err(|e| failed(&e))?;
-                        settings.retain(|_, _| false).map_err(|e| failed(&e))?;
-                        for (service, by_id) in &state.instances {
-                            for instance in by_id.values() {
-                                let json = record(service, instance)?;
-                                instances
-                                    .insert(
-                                        (service.as_str(), instance.id.as_str()),
-                                        json.as_slice(),
-                                    )
-                                    .map_err(|e| failed(&e))?;
-                            }
-                        }
-                        for (service, s) in &state.settings {
-                            let json = settings_to_json(s).to_string();
-                            settings
-                                .insert(service.as_str(), json.as_bytes())
-                                .map_err(|e| failed(&e))?;
-                        }
-                        index = state.index;
-                    }
+                    Change::Restore { state } => tables.restore(state)?,
+                    other => tables.apply(&encode(std::slice::from_ref(other))?)?,
                 }
-                index = index.max(change.index());
             }
-            meta.insert("index", index).map_err(|e| failed(&e))?;
+            tables.finish(log.wal.last_seq()).map_err(|e| failed(&e))?;
         }
-        // Durability::Immediate (the default): returns once synced to disk.
-        txn.commit().map_err(|e| failed(&e))
+        txn.commit().map_err(|e| failed(&e))?;
+        log.pending.clear();
+        log.other_applied = true;
+        Ok(())
+    }
+}
+
+impl Log {
+    /// Takes the result of a checkpoint that has ended, if any.
+    fn reap(&mut self) {
+        if self.running.as_ref().is_some_and(JoinHandle::is_finished) {
+            self.wait();
+        }
+    }
+
+    /// Waits for the checkpoint running, if any, and takes its result.
+    fn wait(&mut self) {
+        let Some(running) = self.running.take() else {
+            return;
+        };
+        let result = running.join().unwrap_or_else(|_| {
+            Err(Failed {
+                error: StoreError::Unavailable("the checkpoint thread panicked".into()),
+                payloads: Vec::new(),
+            })
+        });
+        match result {
+            Ok(()) => self.other_applied = true,
+            Err(Failed { error, payloads }) => {
+                tracing::warn!(%error, "checkpoint failed; its changes stay in the log and are tried again");
+                let mut all = payloads;
+                all.append(&mut self.pending);
+                self.pending = all;
+            }
+        }
+    }
+
+    /// Hands everything pending to a checkpoint thread. The log first moves
+    /// to its other file if that file is all applied; otherwise (a
+    /// checkpoint failed) it stays where it is, and this checkpoint covers
+    /// both files.
+    fn start_checkpoint(&mut self, db: &Arc<Database>) {
+        if self.other_applied {
+            if let Err(error) = self.wal.roll() {
+                tracing::warn!(%error, "cannot switch write-ahead log files; checkpoint postponed");
+                return;
+            }
+            self.other_applied = false;
+        }
+        let payloads = std::mem::take(&mut self.pending);
+        let upto = self.wal.last_seq();
+        let db = db.clone();
+        let spawned = std::thread::Builder::new()
+            .name("checkpoint".into())
+            .spawn(move || {
+                let started = Instant::now();
+                let records = payloads.len();
+                let result =
+                    checkpoint(&db, &payloads, upto).map_err(|error| Failed { error, payloads });
+                tracing::debug!(
+                    records,
+                    upto,
+                    ms = started.elapsed().as_millis() as u64,
+                    ok = result.is_ok(),
+                    "checkpoint"
+                );
+                result
+            });
+        match spawned {
+            Ok(handle) => self.running = Some(handle),
+            Err(error) => {
+                tracing::warn!(%error, "cannot start a checkpoint thread");
+            }
+        }
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // The checkpoint thread holds the database: let it finish, so the
+        // file is closed when the lock is released.
+        self.log.get_mut().wait();
+    }
+}
+
+/// Applies log payloads to the file in one durable transaction that also
+/// records `upto` as the last log record applied.
+fn checkpoint(db: &Database, payloads: &[Vec<u8>], upto: u64) -> Result<(), StoreError> {
+    let failed = |e: &dyn std::fmt::Display| StoreError::Unavailable(format!("checkpoint: {e}"));
+    let txn = db.begin_write().map_err(|e| failed(&e))?;
+    {
+        let mut tables = Tables::open(&txn).map_err(|e| failed(&e))?;
+        for payload in payloads {
+            tables.apply(payload)?;
+        }
+        tables.finish(upto).map_err(|e| failed(&e))?;
+    }
+    // Durability::Immediate (the default): returns once synced to disk.
+    txn.commit().map_err(|e| failed(&e))
+}
+
+/// Reads a value from the meta table (0 when absent).
+fn read_meta(db: &Database, key: &str) -> Result<u64, String> {
+    let txn = db.begin_read().map_err(|e| e.to_string())?;
+    let meta = txn.open_table(META).map_err(|e| e.to_string())?;
+    Ok(meta
+        .get(key)
+        .map_err(|e| e.to_string())?
+        .map_or(0, |v| v.value()))
+}
+
+/// The tables of one write transaction, and the highest index written.
+struct Tables<'t> {
+    instances: Table<'t, (&'static str, &'static str), &'static [u8]>,
+    settings: Table<'t, &'static str, &'static [u8]>,
+    meta: Table<'t, &'static str, u64>,
+    index: u64,
+}
+
+impl<'t> Tables<'t> {
+    fn open(txn: &'t WriteTransaction) -> Result<Self, redb::Error> {
+        let meta = txn.open_table(META)?;
+        let index = meta.get("index")?.map_or(0, |v| v.value());
+        Ok(Self {
+            instances: txn.open_table(INSTANCES)?,
+            settings: txn.open_table(SETTINGS)?,
+            meta,
+            index,
+        })
+    }
+
+    /// Applies one log payload.
+    fn apply(&mut self, payload: &[u8]) -> Result<(), StoreError> {
+        let failed =
+            |e: &dyn std::fmt::Display| StoreError::Unavailable(format!("checkpoint: {e}"));
+        for op in Ops(payload) {
+            let op = op.map_err(|e| StoreError::Corrupt(format!("write-ahead log: {e}")))?;
+            match op.kind {
+                OP_PUT => self
+                    .instances
+                    .insert((op.service, op.id), op.value)
+                    .map(drop),
+                OP_DELETE => self.instances.remove((op.service, op.id)).map(drop),
+                _ => self.settings.insert(op.service, op.value).map(drop),
+            }
+            .map_err(|e| failed(&e))?;
+            self.index = self.index.max(op.index);
+        }
+        Ok(())
+    }
+
+    /// Replaces everything with `state`.
+    fn restore(&mut self, state: &StoredState) -> Result<(), StoreError> {
+        let failed =
+            |e: &dyn std::fmt::Display| StoreError::Unavailable(format!("disk commit failed: {e}"));
+        self.instances
+            .retain(|_, _| false)
+            .map_err(|e| failed(&e))?;
+        self.settings.retain(|_, _| false).map_err(|e| failed(&e))?;
+        for (service, by_id) in &state.instances {
+            for instance in by_id.values() {
+                let json = record(service, instance)?;
+                self.instances
+                    .insert((service.as_str(), instance.id.as_str()), json.as_slice())
+                    .map_err(|e| failed(&e))?;
+            }
+        }
+        for (service, s) in &state.settings {
+            let json = settings_to_json(s).to_string();
+            self.settings
+                .insert(service.as_str(), json.as_bytes())
+                .map_err(|e| failed(&e))?;
+        }
+        self.index = state.index;
+        Ok(())
+    }
+
+    /// Records the index and the last log record applied.
+    fn finish(mut self, upto: u64) -> Result<(), redb::StorageError> {
+        self.meta.insert("index", self.index)?;
+        self.meta.insert("wal_seq", upto)?;
+        Ok(())
+    }
+}
+
+/// Log payload operations: put an instance record, delete one, put a
+/// service's settings.
+const OP_PUT: u8 = 1;
+const OP_DELETE: u8 = 2;
+const OP_SETTINGS: u8 = 3;
+
+/// One operation of a log payload:
+/// `kind: u8 | index: u64 | service: u16-prefixed | id: u16-prefixed | value: u32-prefixed`.
+struct Op<'p> {
+    kind: u8,
+    index: u64,
+    service: &'p str,
+    id: &'p str,
+    value: &'p [u8],
+}
+
+/// A round's changes as one log payload. Restores never go to the log.
+fn encode(changes: &[Change]) -> Result<Vec<u8>, StoreError> {
+    fn push(out: &mut Vec<u8>, kind: u8, index: u64, service: &str, id: &str, value: &[u8]) {
+        out.push(kind);
+        out.extend_from_slice(&index.to_le_bytes());
+        // Names are at most 255 bytes (DNS), values far below 4 GiB.
+        out.extend_from_slice(&(service.len() as u16).to_le_bytes());
+        out.extend_from_slice(service.as_bytes());
+        out.extend_from_slice(&(id.len() as u16).to_le_bytes());
+        out.extend_from_slice(id.as_bytes());
+        out.extend_from_slice(&(value.len() as u32).to_le_bytes());
+        out.extend_from_slice(value);
+    }
+    let mut out = Vec::with_capacity(512 * changes.len());
+    for change in changes {
+        match change {
+            Change::PutInstance {
+                service,
+                instance,
+                index,
+            } => {
+                let json = record(service, instance)?;
+                push(
+                    &mut out,
+                    OP_PUT,
+                    *index,
+                    service.as_str(),
+                    instance.id.as_str(),
+                    &json,
+                );
+            }
+            Change::DeleteInstance { service, id, index } => {
+                push(
+                    &mut out,
+                    OP_DELETE,
+                    *index,
+                    service.as_str(),
+                    id.as_str(),
+                    &[],
+                );
+            }
+            Change::PutSettings {
+                service,
+                settings,
+                index,
+            } => {
+                let json = settings_to_json(settings).to_string();
+                push(
+                    &mut out,
+                    OP_SETTINGS,
+                    *index,
+                    service.as_str(),
+                    "",
+                    json.as_bytes(),
+                );
+            }
+            Change::Restore { .. } => {
+                return Err(StoreError::Unavailable(
+                    "a restore is not written to the log".into(),
+                ));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The operations of a payload, in order.
+struct Ops<'p>(&'p [u8]);
+
+impl<'p> Iterator for Ops<'p> {
+    type Item = Result<Op<'p>, String>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.0.is_empty() {
+            return None;
+        }
+        let mut take = |n: usize| -> Result<&'p [u8], String> {
+            if self.0.len() < n {
+                self.0 = &[];
+                return Err("a record ends inside an operation".into());
+            }
+            let (head, rest) = self.0.split_at(n);
+            self.0 = rest;
+            Ok(head)
+        };
+        let op = (|| {
+            let kind = take(1)?[0];
+            if !(OP_PUT..=OP_SETTINGS).contains(&kind) {
+                return Err(format!("unknown operation {kind}"));
+            }
+            let index = u64::from_le_bytes(take(8)?.try_into().expect("8 bytes"));
+            let text = |bytes: &'p [u8]| {
+                std::str::from_utf8(bytes).map_err(|_| "a name is not UTF-8".to_string())
+            };
+            let n = u16::from_le_bytes(take(2)?.try_into().expect("2 bytes"));
+            let service = text(take(n.into())?)?;
+            let n = u16::from_le_bytes(take(2)?.try_into().expect("2 bytes"));
+            let id = text(take(n.into())?)?;
+            let n = u32::from_le_bytes(take(4)?.try_into().expect("4 bytes"));
+            let value = take(n as usize)?;
+            Ok(Op {
+                kind,
+                index,
+                service,
+                id,
+                value,
+            })
+        })();
+        Some(op)
     }
 }
 
@@ -381,8 +780,8 @@ fn record(service: &ServiceName, instance: &Instance) -> Result<Vec<u8>, StoreEr
 #[async_trait::async_trait]
 impl Store for RedbStore {
     async fn load(&self) -> Result<StoredState, StoreError> {
-        let db = self.db.clone();
-        let path = self.path.clone();
+        let db = self.inner.db.clone();
+        let path = self.inner.path.clone();
         tokio::task::spawn_blocking(move || Self::load_blocking(&db, &path))
             .await
             .map_err(|e| StoreError::Unavailable(format!("load task failed: {e}")))?
@@ -390,17 +789,20 @@ impl Store for RedbStore {
 
     async fn commit(&self, changes: &[Change]) -> Result<(), StoreError> {
         use tokio::runtime::{Handle, RuntimeFlavor};
+        if changes.is_empty() {
+            return Ok(());
+        }
         // On the server's multi-threaded runtime the committer blocks its own
         // worker for the commit (the others take its tasks), and goes on with
         // the round the moment the disk returns. Handing the commit to a
         // blocking thread instead left the committer waiting in the run queue
         // behind HTTP tasks for about a millisecond a round.
         if Handle::current().runtime_flavor() == RuntimeFlavor::MultiThread {
-            return tokio::task::block_in_place(|| Self::commit_blocking(&self.db, changes));
+            return tokio::task::block_in_place(|| self.inner.commit(changes));
         }
-        let db = self.db.clone();
+        let inner = self.inner.clone();
         let changes = changes.to_vec();
-        tokio::task::spawn_blocking(move || Self::commit_blocking(&db, &changes))
+        tokio::task::spawn_blocking(move || inner.commit(&changes))
             .await
             .map_err(|e| StoreError::Unavailable(format!("commit task failed: {e}")))?
     }
@@ -479,6 +881,144 @@ mod tests {
             std::fs::read(d.join(DB_FILE)).unwrap(),
             garbage,
             "left as it was"
+        );
+    }
+
+    fn instance_change(service: &str, id: &str, index: u64) -> Change {
+        let spec = crate::registry::model::InstanceSpec::new("10.0.0.1".parse().unwrap(), 80);
+        let id = crate::registry::model::InstanceId::parse(id).unwrap();
+        Change::PutInstance {
+            service: ServiceName::parse(service).unwrap(),
+            instance: Arc::new(spec.into_instance(id, index, index)),
+            index,
+        }
+    }
+
+    fn stored_instances(d: &Path) -> u64 {
+        let db = Database::open(d.join(DB_FILE)).unwrap();
+        let txn = db.begin_read().unwrap();
+        txn.open_table(INSTANCES).unwrap().len().unwrap()
+    }
+
+    #[tokio::test]
+    async fn the_log_is_applied_before_loading() {
+        let d = dir("replay");
+        {
+            let store = RedbStore::open(&d)
+                .unwrap()
+                .checkpoint_interval(Duration::MAX);
+            for i in 1..=3 {
+                store
+                    .commit(&[instance_change("web", &format!("w{i}"), i)])
+                    .await
+                    .unwrap();
+            }
+        }
+        // Acknowledged, but only in the log.
+        assert_eq!(stored_instances(&d), 0);
+        let store = RedbStore::open(&d).unwrap();
+        let loaded = store.load().await.unwrap();
+        assert_eq!(loaded.index, 3);
+        assert_eq!(loaded.instances.values().map(|m| m.len()).sum::<usize>(), 3);
+        assert_eq!(read_meta(&store.inner.db, "wal_seq").unwrap(), 3);
+        drop(store);
+        assert_eq!(stored_instances(&d), 3, "applied to the file at start");
+    }
+
+    #[tokio::test]
+    async fn checkpoints_at_every_round_lose_nothing() {
+        let d = dir("checkpoints");
+        let mut expected = StoredState::default();
+        {
+            let store = RedbStore::open(&d)
+                .unwrap()
+                .checkpoint_interval(Duration::ZERO);
+            for i in 1..=200u64 {
+                let changes = [
+                    instance_change("web", &format!("w{}", i % 50), 2 * i - 1),
+                    instance_change("api", &format!("a{i}"), 2 * i),
+                ];
+                store.commit(&changes).await.unwrap();
+                for change in &changes {
+                    expected.apply(change);
+                }
+            }
+            let log = store.inner.log.lock();
+            assert_eq!(log.wal.last_seq(), 200);
+        }
+        // Every checkpoint started has ended (the store waits for it).
+        assert!(stored_instances(&d) > 0);
+        let store = RedbStore::open(&d).unwrap();
+        assert_eq!(store.load().await.unwrap(), expected);
+        assert_eq!(read_meta(&store.inner.db, "wal_seq").unwrap(), 200);
+        // Numbering goes on after a restart.
+        store
+            .commit(&[instance_change("web", "late", 401)])
+            .await
+            .unwrap();
+        assert_eq!(store.inner.log.lock().wal.last_seq(), 201);
+    }
+
+    #[tokio::test]
+    async fn a_restore_takes_the_log_with_it() {
+        let d = dir("restore");
+        {
+            let store = RedbStore::open(&d)
+                .unwrap()
+                .checkpoint_interval(Duration::MAX);
+            store
+                .commit(&[instance_change("web", "w1", 1)])
+                .await
+                .unwrap();
+            let mut state = StoredState::default();
+            state.apply(&instance_change("db", "d1", 5));
+            state.index = 9;
+            store.commit(&[Change::Restore { state }]).await.unwrap();
+            store
+                .commit(&[instance_change("db", "d2", 10)])
+                .await
+                .unwrap();
+        }
+        let store = RedbStore::open(&d).unwrap();
+        let loaded = store.load().await.unwrap();
+        let names: Vec<_> = loaded.instances.keys().map(|s| s.as_str()).collect();
+        assert_eq!(names, ["db"], "the log's put before the restore is gone");
+        assert_eq!(
+            loaded.instances[&ServiceName::parse("db").unwrap()].len(),
+            2
+        );
+        assert_eq!(loaded.index, 10);
+    }
+
+    #[tokio::test]
+    async fn a_damaged_log_is_refused_naming_it() {
+        let d = dir("damaged-log");
+        {
+            let store = RedbStore::open(&d)
+                .unwrap()
+                .checkpoint_interval(Duration::MAX);
+            for i in 1..=3 {
+                store
+                    .commit(&[instance_change("web", &format!("w{i}"), i)])
+                    .await
+                    .unwrap();
+            }
+        }
+        // Flip a byte inside the first record's payload.
+        let wal = d.join(WAL_FILES[0]);
+        let mut bytes = std::fs::read(&wal).unwrap();
+        let at = super::super::wal::HEADER_LEN as usize + 40;
+        bytes[at] ^= 0xff;
+        std::fs::write(&wal, &bytes).unwrap();
+        let err = RedbStore::open(&d).unwrap_err();
+        assert!(matches!(err, DataDirError::Corrupt { .. }), "{err}");
+        let message = err.to_string();
+        assert!(message.contains(WAL_FILES[0]), "{message}");
+        assert!(message.contains("record 1 is damaged"), "{message}");
+        assert_eq!(
+            stored_instances(&d),
+            0,
+            "nothing applied from a damaged log"
         );
     }
 
