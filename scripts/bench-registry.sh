@@ -52,8 +52,8 @@
 #   3. measures throughput: N new registrations by 64 clients (consecutive
 #      ids, so one group commit touches one or two services), then N address
 #      updates of random existing instances (one commit touches many
-#      services); PUT latency p50/p99, server and load-generator CPU, disk
-#      bytes written per registration,
+#      services); PUT latency p50/p99, server and load-generator CPU, bytes
+#      the data directory's block device wrote per registration,
 #   4. fills to each further size (the memory store too, unless
 #      --memory-short); at the restart size (embedded) records RSS,
 #      stops the server with SIGTERM, starts it again on the same data dir and
