@@ -5,7 +5,7 @@
 //! the worst of its checks, and only a change of it is written to the
 //! registry. Knows the registry; the registry does not know it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
@@ -153,8 +153,9 @@ impl Drop for Running {
 pub struct Checker {
     /// Where results go; set once the registry is open.
     registry: OnceLock<Weak<Registry>>,
-    /// Running checks by instance.
-    running: Mutex<HashMap<Key, Running>>,
+    /// Running checks by service, then instance: a change to one service
+    /// looks only at that service's.
+    running: Mutex<HashMap<ServiceName, HashMap<InstanceId, Running>>>,
     /// Bounds the probes in flight.
     limit: Arc<Semaphore>,
     /// HTTP client for HTTP checks (no redirects followed: a 3xx is not healthy).
@@ -183,7 +184,7 @@ impl Checker {
     /// The latest result of each check of `id` of `service`.
     pub fn reports(&self, service: &ServiceName, id: &InstanceId) -> Vec<CheckReport> {
         let running = self.running.lock();
-        let Some(r) = running.get(&(service.clone(), id.clone())) else {
+        let Some(r) = running.get(service).and_then(|by_id| by_id.get(id)) else {
             return Vec::new();
         };
         r.reports.lock().iter().flatten().cloned().collect()
@@ -191,7 +192,12 @@ impl Checker {
 
     /// How many checks are running (for logs and tests).
     pub fn running(&self) -> usize {
-        self.running.lock().values().map(|r| r.checks.len()).sum()
+        self.running
+            .lock()
+            .values()
+            .flat_map(|by_id| by_id.values())
+            .map(|r| r.checks.len())
+            .sum()
     }
 
     fn start(self: &Arc<Self>, key: Key, checks: Vec<Check>, initial: Health) -> Running {
@@ -261,25 +267,27 @@ impl Observer for Arc<Checker> {
     fn services_changed(&self, services: &[ServiceState], _index: u64) {
         let mut running = self.running.lock();
         for service in services {
-            let present: HashMap<&InstanceId, _> =
-                service.instances.iter().map(|i| (&i.id, i)).collect();
-            running.retain(|(s, id), _| s != &service.name || present.contains_key(id));
+            if service.instances.iter().all(|i| i.spec.checks.is_empty()) {
+                // Nothing to check (dropping a `Running` stops its probes).
+                running.remove(&service.name);
+                continue;
+            }
+            let by_id = running.entry(service.name.clone()).or_default();
+            let present: HashSet<&InstanceId> = service.instances.iter().map(|i| &i.id).collect();
+            by_id.retain(|id, _| present.contains(id));
             for instance in &service.instances {
-                let key = (service.name.clone(), instance.id.clone());
-                let current = running.get(&key).map(|r| &r.checks);
+                let current = by_id.get(&instance.id).map(|r| &r.checks);
                 if current == Some(&instance.spec.checks)
                     || (current.is_none() && instance.spec.checks.is_empty())
                 {
                     continue;
                 }
-                running.remove(&key);
+                by_id.remove(&instance.id);
                 if !instance.spec.checks.is_empty() {
-                    let started = self.start(
-                        key.clone(),
-                        instance.spec.checks.clone(),
-                        instance.check_health,
-                    );
-                    running.insert(key, started);
+                    let key = (service.name.clone(), instance.id.clone());
+                    let started =
+                        self.start(key, instance.spec.checks.clone(), instance.check_health);
+                    by_id.insert(instance.id.clone(), started);
                 }
             }
         }

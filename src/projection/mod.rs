@@ -113,6 +113,7 @@ impl ServiceRecords {
             .map(|found| self.by_id[found] as usize)
     }
 
+    #[cfg(test)]
     fn instance_arc(&self, id: &str) -> Option<Arc<InstanceRecords>> {
         self.position(id).map(|i| self.instances[i].clone())
     }
@@ -328,16 +329,27 @@ impl Projection {
             }
         }
 
-        let mut by_cluster: HashMap<&str, Vec<&Arc<Instance>>> = HashMap::new();
+        // Instances by cluster, in id order. A service is in one cluster or
+        // a few: a list searched from the last one used beats hashing every
+        // instance's cluster name.
+        let mut by_cluster: Vec<(&str, Vec<&Arc<Instance>>)> = Vec::new();
+        let mut last = 0;
         for instance in &service.instances {
-            by_cluster
-                .entry(instance.spec.cluster.as_str())
-                .or_default()
-                .push(instance);
+            let cluster = instance.spec.cluster.as_str();
+            if by_cluster.get(last).is_none_or(|(c, _)| *c != cluster) {
+                last = match by_cluster.iter().position(|(c, _)| *c == cluster) {
+                    Some(found) => found,
+                    None => {
+                        by_cluster.push((cluster, Vec::with_capacity(service.instances.len())));
+                        by_cluster.len() - 1
+                    }
+                };
+            }
+            by_cluster[last].1.push(instance);
         }
-        if service.exists() {
+        if service.exists() && !by_cluster.iter().any(|(c, _)| *c == self.config.cluster) {
             // A service with settings but no local instances still exists locally.
-            by_cluster.entry(&self.config.cluster).or_default();
+            by_cluster.push((&self.config.cluster, Vec::new()));
         }
         let name: Arc<str> = name.into();
         for (cluster, instances) in by_cluster {
@@ -359,17 +371,45 @@ impl Projection {
         old: Option<&ServiceRecords>,
         instances: &[&Arc<Instance>],
     ) -> ServiceRecords {
-        let mut built: Vec<Arc<InstanceRecords>> = instances
+        // `instances` come in id order (`ServiceState`'s contract), and so
+        // does `old.by_id`: one merge finds the records to keep, by pointer
+        // (same registration) before any id comparison.
+        let mut kept = old
+            .map(|o| o.by_id.iter().map(|&i| &o.instances[i as usize]))
+            .into_iter()
+            .flatten()
+            .peekable();
+        let by_id_order: Vec<Arc<InstanceRecords>> = instances
             .iter()
-            .map(|i| {
-                old.and_then(|old| old.instance_arc(i.id.as_str()))
-                    .filter(|kept| Arc::ptr_eq(&kept.source, i))
-                    .unwrap_or_else(|| Arc::new(self.instance_records(service, cluster, i)))
+            .map(|&i| {
+                while let Some(k) = kept.peek() {
+                    if Arc::ptr_eq(&k.source, i) {
+                        return kept.next().expect("peeked").clone();
+                    }
+                    if k.id() >= i.id.as_str() {
+                        break;
+                    }
+                    kept.next();
+                }
+                Arc::new(self.instance_records(service, cluster, i))
             })
             .collect();
-        built.sort_by(|a, b| (a.candidate.priority, a.id()).cmp(&(b.candidate.priority, b.id())));
-        let mut by_id: Vec<u32> = (0..built.len() as u32).collect();
-        by_id.sort_by(|&a, &b| built[a as usize].id().cmp(built[b as usize].id()));
+        // A stable sort by priority alone leaves ids in order within a
+        // priority; `by_id` is then the inverse of that permutation.
+        debug_assert!(
+            by_id_order.is_sorted_by(|a, b| a.id() < b.id()),
+            "ServiceState::instances must be in id order"
+        );
+        let mut order: Vec<u32> = (0..by_id_order.len() as u32).collect();
+        order.sort_by_key(|&r| by_id_order[r as usize].candidate.priority);
+        let mut by_id = vec![0u32; order.len()];
+        for (position, &rank) in order.iter().enumerate() {
+            by_id[rank as usize] = position as u32;
+        }
+        let built: Vec<_> = order
+            .iter()
+            .map(|&r| by_id_order[r as usize].clone())
+            .collect();
         let tags = built.iter().flat_map(|i| i.tags.iter().cloned()).collect();
         ServiceRecords {
             lb: settings.lb,
@@ -487,6 +527,54 @@ mod tests {
         assert!(!after.local().has_tag("v2"));
         // The old snapshot is untouched.
         assert!(before.cluster("dc2").is_some() && before.local().has_tag("v2"));
+    }
+
+    #[test]
+    fn records_are_ordered_by_priority_then_id_and_unchanged_ones_kept() {
+        let p = projection();
+        let with_priority = |id: &str, priority: u16| {
+            let mut i = instance(id, "dc1", &[]);
+            i.spec.priority = priority;
+            Arc::new(i)
+        };
+        let ids = ["a", "b", "c", "d", "e", "f"];
+        let priorities = [3u16, 1, 3, 0, 1, 2];
+        let instances: Vec<_> = ids
+            .iter()
+            .zip(priorities)
+            .map(|(id, pr)| with_priority(id, pr))
+            .collect();
+        let mut web = state(Vec::new());
+        web.instances = instances.clone();
+        p.rebuild(std::slice::from_ref(&web), 1);
+        let order = |snap: &Snapshot| -> Vec<String> {
+            let svc = snap.local().service("web").unwrap();
+            svc.instances.iter().map(|r| r.id().to_owned()).collect()
+        };
+        let first = p.load_full();
+        assert_eq!(order(&first), ["d", "b", "e", "f", "a", "c"]);
+        let svc = first.local().service("web").unwrap();
+        for id in ids {
+            assert_eq!(svc.instance(id).unwrap().id(), id);
+        }
+        assert!(svc.instance("zz").is_none());
+
+        // Change "c" (to priority 0) and drop "e"; the others keep their records.
+        web.instances[2] = with_priority("c", 0);
+        web.instances.remove(4);
+        p.rebuild(std::slice::from_ref(&web), 2);
+        let second = p.load_full();
+        assert_eq!(order(&second), ["c", "d", "b", "f", "a"]);
+        let (old, new) = (
+            first.local().service("web").unwrap(),
+            second.local().service("web").unwrap(),
+        );
+        for id in ["a", "b", "d", "f"] {
+            let (a, b) = (old.instance_arc(id).unwrap(), new.instance_arc(id).unwrap());
+            assert!(Arc::ptr_eq(&a, &b), "{id} kept");
+        }
+        assert!(new.instance("e").is_none());
+        assert_eq!(new.instance("c").unwrap().candidate.priority, 0);
     }
 
     #[test]
