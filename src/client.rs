@@ -11,7 +11,7 @@ use crate::config::{
 };
 use crate::registry::codec::{state_from_json, state_to_json};
 use crate::registry::store::redb::{DataDirError, RedbStore};
-use crate::registry::{Observer, Registry, RegistryError, ServiceState};
+use crate::registry::{Observer, Registry, RegistryError, ServiceView};
 
 /// Why a client command failed.
 #[derive(Debug, thiserror::Error)]
@@ -398,7 +398,7 @@ pub async fn list(args: ListArgs) -> Result<(), ClientError> {
 struct Offline;
 
 impl Observer for Offline {
-    fn services_changed(&self, _: &[ServiceState], _: u64) {}
+    fn services_changed(&self, _: &[ServiceView<'_>], _: u64) {}
 }
 
 /// `signpost export`.

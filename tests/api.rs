@@ -11,12 +11,12 @@ use serde_json::{Value, json};
 use signpost::api::{INDEX_HEADER, MAX_BODY, router};
 use signpost::registry::model::Cluster;
 use signpost::registry::store::MemoryStore;
-use signpost::registry::{Observer, Registry, ServiceState};
+use signpost::registry::{Observer, Registry, ServiceView};
 use tower::ServiceExt;
 
 struct Nobody;
 impl Observer for Nobody {
-    fn services_changed(&self, _: &[ServiceState], _: u64) {}
+    fn services_changed(&self, _: &[ServiceView<'_>], _: u64) {}
 }
 
 /// The router, and the server's stop signal (kept, never sent).

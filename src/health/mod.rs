@@ -14,8 +14,8 @@ use rand::Rng;
 use tokio::sync::Semaphore;
 use tokio::task::AbortHandle;
 
-use crate::registry::model::{Check, CheckTarget, Health, InstanceId, ServiceName};
-use crate::registry::{Observer, Registry, ServiceState};
+use crate::registry::model::{Check, CheckTarget, Health, Instance, InstanceId, ServiceName};
+use crate::registry::{Observer, Registry, ServiceView};
 
 /// Probes running at once, at most.
 const MAX_CONCURRENT_PROBES: usize = 256;
@@ -263,32 +263,54 @@ impl Checker {
     }
 }
 
+impl Checker {
+    /// Starts, restarts or stops the checks of instance `id` of `service`
+    /// to match `instance` (`None`: it is gone).
+    fn follow(
+        self: &Arc<Self>,
+        by_id: &mut HashMap<InstanceId, Running>,
+        service: &ServiceName,
+        id: &InstanceId,
+        instance: Option<&Instance>,
+    ) {
+        let wanted = instance.map_or(&[][..], |i| &i.spec.checks[..]);
+        let current = by_id.get(id).map(|r| &r.checks[..]);
+        if current.unwrap_or(&[]) == wanted {
+            return;
+        }
+        // Dropping a `Running` stops its probes.
+        by_id.remove(id);
+        if let Some(instance) = instance.filter(|i| !i.spec.checks.is_empty()) {
+            let key = (service.clone(), id.clone());
+            let started = self.start(key, instance.spec.checks.clone(), instance.check_health);
+            by_id.insert(id.clone(), started);
+        }
+    }
+}
+
 impl Observer for Arc<Checker> {
-    fn services_changed(&self, services: &[ServiceState], _index: u64) {
+    fn services_changed(&self, services: &[ServiceView<'_>], _index: u64) {
         let mut running = self.running.lock();
         for service in services {
-            if service.instances.iter().all(|i| i.spec.checks.is_empty()) {
-                // Nothing to check (dropping a `Running` stops its probes).
-                running.remove(&service.name);
-                continue;
+            let mut by_id = running.remove(service.name).unwrap_or_default();
+            match &service.changed {
+                // Only these instances changed: the others' checks go on.
+                Some(changed) => {
+                    for &(id, instance) in changed {
+                        self.follow(&mut by_id, service.name, id, instance.map(|i| &**i));
+                    }
+                }
+                None => {
+                    let present: HashSet<&InstanceId> =
+                        service.instances.iter().map(|i| &i.id).collect();
+                    by_id.retain(|id, _| present.contains(id));
+                    for instance in &service.instances {
+                        self.follow(&mut by_id, service.name, &instance.id, Some(instance));
+                    }
+                }
             }
-            let by_id = running.entry(service.name.clone()).or_default();
-            let present: HashSet<&InstanceId> = service.instances.iter().map(|i| &i.id).collect();
-            by_id.retain(|id, _| present.contains(id));
-            for instance in &service.instances {
-                let current = by_id.get(&instance.id).map(|r| &r.checks);
-                if current == Some(&instance.spec.checks)
-                    || (current.is_none() && instance.spec.checks.is_empty())
-                {
-                    continue;
-                }
-                by_id.remove(&instance.id);
-                if !instance.spec.checks.is_empty() {
-                    let key = (service.name.clone(), instance.id.clone());
-                    let started =
-                        self.start(key, instance.spec.checks.clone(), instance.check_health);
-                    by_id.insert(instance.id.clone(), started);
-                }
+            if !by_id.is_empty() {
+                running.insert(service.name.clone(), by_id);
             }
         }
     }

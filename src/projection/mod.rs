@@ -18,7 +18,7 @@ use hickory_proto::rr::rdata::TXT;
 use parking_lot::Mutex;
 
 use crate::registry::model::{Health, Instance, LbPolicy, ServiceSettings};
-use crate::registry::{Observer, ServiceState};
+use crate::registry::{Observer, ServiceView};
 use order::{Candidate, instance_key};
 
 /// What the projection needs to know of the DNS layout.
@@ -305,7 +305,7 @@ impl Projection {
     /// Rebuilds each of `services` in every cluster it was or is in, and
     /// publishes once. Instances whose registration did not change (same id
     /// and modify index) keep their ready-made records.
-    pub fn rebuild(&self, services: &[ServiceState], index: u64) {
+    pub fn rebuild(&self, services: &[ServiceView<'_>], index: u64) {
         let _writer = self.writer.lock();
         let mut next = Snapshot::clone(&self.current.load());
         for service in services {
@@ -318,9 +318,9 @@ impl Projection {
         self.current.store(Arc::new(next));
     }
 
-    fn rebuild_service(&self, next: &mut Snapshot, service: &ServiceState) {
+    fn rebuild_service(&self, next: &mut Snapshot, service: &ServiceView<'_>) {
         let name = service.name.as_str();
-        let settings = service.settings.clone().unwrap_or_default();
+        let settings = service.settings.cloned().unwrap_or_default();
 
         let mut previous: HashMap<Arc<str>, Arc<ServiceRecords>> = HashMap::new();
         for (cluster, records) in next.clusters.iter_mut() {
@@ -334,7 +334,7 @@ impl Projection {
         // instance's cluster name.
         let mut by_cluster: Vec<(&str, Vec<&Arc<Instance>>)> = Vec::new();
         let mut last = 0;
-        for instance in &service.instances {
+        for &instance in &service.instances {
             let cluster = instance.spec.cluster.as_str();
             if by_cluster.get(last).is_none_or(|(c, _)| *c != cluster) {
                 last = match by_cluster.iter().position(|(c, _)| *c == cluster) {
@@ -371,7 +371,7 @@ impl Projection {
         old: Option<&ServiceRecords>,
         instances: &[&Arc<Instance>],
     ) -> ServiceRecords {
-        // `instances` come in id order (`ServiceState`'s contract), and so
+        // `instances` come in id order (`ServiceView`'s contract), and so
         // does `old.by_id`: one merge finds the records to keep, by pointer
         // (same registration) before any id comparison.
         let mut kept = old
@@ -398,7 +398,7 @@ impl Projection {
         // priority; `by_id` is then the inverse of that permutation.
         debug_assert!(
             by_id_order.is_sorted_by(|a, b| a.id() < b.id()),
-            "ServiceState::instances must be in id order"
+            "ServiceView::instances must be in id order"
         );
         let mut order: Vec<u32> = (0..by_id_order.len() as u32).collect();
         order.sort_by_key(|&r| by_id_order[r as usize].candidate.priority);
@@ -463,7 +463,7 @@ impl Projection {
 }
 
 impl Observer for Projection {
-    fn services_changed(&self, services: &[ServiceState], index: u64) {
+    fn services_changed(&self, services: &[ServiceView<'_>], index: u64) {
         self.rebuild(services, index);
     }
 }
@@ -471,6 +471,12 @@ impl Observer for Projection {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::registry::ServiceState;
+
+    fn rebuild(p: &Projection, states: &[ServiceState], index: u64) {
+        let views: Vec<_> = states.iter().map(ServiceState::view).collect();
+        p.rebuild(&views, index);
+    }
     use crate::registry::model::{Cluster, InstanceId, InstanceSpec, ServiceName, Tag};
 
     fn projection() -> Projection {
@@ -498,7 +504,8 @@ mod tests {
     #[test]
     fn a_rebuild_replaces_one_service_and_keeps_the_others() {
         let p = projection();
-        p.rebuild(
+        rebuild(
+            &p,
             std::slice::from_ref(&state(vec![
                 instance("a", "dc1", &["v2"]),
                 instance("b", "dc2", &[]),
@@ -507,11 +514,12 @@ mod tests {
         );
         let mut other = state(vec![instance("x", "dc1", &[])]);
         other.name = ServiceName::parse("api").unwrap();
-        p.rebuild(std::slice::from_ref(&other), 3);
+        rebuild(&p, std::slice::from_ref(&other), 3);
         let before = p.load();
         let api_before = before.local().service_arc("api").unwrap().clone();
 
-        p.rebuild(
+        rebuild(
+            &p,
             std::slice::from_ref(&state(vec![instance("a", "dc1", &[])])),
             4,
         );
@@ -546,7 +554,7 @@ mod tests {
             .collect();
         let mut web = state(Vec::new());
         web.instances = instances.clone();
-        p.rebuild(std::slice::from_ref(&web), 1);
+        rebuild(&p, std::slice::from_ref(&web), 1);
         let order = |snap: &Snapshot| -> Vec<String> {
             let svc = snap.local().service("web").unwrap();
             svc.instances.iter().map(|r| r.id().to_owned()).collect()
@@ -562,7 +570,7 @@ mod tests {
         // Change "c" (to priority 0) and drop "e"; the others keep their records.
         web.instances[2] = with_priority("c", 0);
         web.instances.remove(4);
-        p.rebuild(std::slice::from_ref(&web), 2);
+        rebuild(&p, std::slice::from_ref(&web), 2);
         let second = p.load_full();
         assert_eq!(order(&second), ["c", "d", "b", "f", "a"]);
         let (old, new) = (
@@ -587,9 +595,9 @@ mod tests {
                 s
             })
             .collect();
-        p.rebuild(&states, 1);
+        rebuild(&p, &states, 1);
         let before = p.load_full();
-        p.rebuild(std::slice::from_ref(&states[7]), 2);
+        rebuild(&p, std::slice::from_ref(&states[7]), 2);
         let after = p.load_full();
         let (old, new) = (before.local(), after.local());
         assert_eq!((old.len(), new.len()), (1000, 1000));
@@ -606,7 +614,8 @@ mod tests {
     #[test]
     fn targets_name_the_cluster_only_when_it_is_not_local() {
         let p = projection();
-        p.rebuild(
+        rebuild(
+            &p,
             std::slice::from_ref(&state(vec![
                 instance("a", "dc1", &[]),
                 instance("b", "dc2", &[]),
@@ -629,12 +638,14 @@ mod tests {
     #[test]
     fn rotation_survives_a_rebuild() {
         let p = projection();
-        p.rebuild(
+        rebuild(
+            &p,
             std::slice::from_ref(&state(vec![instance("a", "dc1", &[])])),
             1,
         );
         p.load().local().service("web").unwrap().next_rotation();
-        p.rebuild(
+        rebuild(
+            &p,
             std::slice::from_ref(&state(vec![
                 instance("a", "dc1", &[]),
                 instance("b", "dc1", &[]),
@@ -655,10 +666,10 @@ mod tests {
             instances: vec![a.clone(), Arc::new(b)],
         };
         let mut b = instance("b", "dc1", &[]);
-        p.rebuild(&[with(b.clone())], 1);
+        rebuild(&p, &[with(b.clone())], 1);
         let before = p.load_full();
         b.spec.port = 81;
-        p.rebuild(&[with(b)], 2);
+        rebuild(&p, &[with(b)], 2);
         let after = p.load();
         let (web, web_after) = (
             before.local().service("web").unwrap(),
@@ -686,7 +697,7 @@ mod tests {
             })
             .collect();
         let before = p.load_full();
-        p.rebuild(&services, 7);
+        rebuild(&p, &services, 7);
         let after = p.load();
         assert_eq!((after.index, after.local().len()), (7, 50));
         assert_eq!(before.local().len(), 0);

@@ -7,7 +7,7 @@
 //! answers the writers. If the commit fails, every write of the round is
 //! answered with the error and nothing changes.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -18,7 +18,7 @@ use super::model::{
     Check, Health, Instance, InstanceId, InstanceSpec, ServiceName, ServiceSettings, Status,
 };
 use super::store::{Change, StoredState};
-use super::{RegistryError, Shared, service_names, service_state};
+use super::{RegistryError, Shared, service_names, service_view};
 
 /// Most writes in one commit: bounds the latency of the first one in it.
 const MAX_BATCH: usize = 1024;
@@ -396,17 +396,38 @@ fn check_cas(
     }
 }
 
-/// The services a change touches.
-fn touched(change: &Change, before: &StoredState, out: &mut BTreeSet<ServiceName>) {
+/// The services a round touched, each with the instances it put or
+/// removed (`None`: any may have changed).
+type Touched = BTreeMap<ServiceName, Option<BTreeSet<InstanceId>>>;
+
+/// Adds what `change` touches to `out`.
+fn touched(change: &Change, before: &StoredState, out: &mut Touched) {
+    let mut instance = |service: &ServiceName, id: &InstanceId| {
+        if let Some(ids) = out
+            .entry(service.clone())
+            .or_insert_with(|| Some(BTreeSet::new()))
+        {
+            ids.insert(id.clone());
+        }
+    };
     match change {
-        Change::PutInstance { service, .. }
-        | Change::DeleteInstance { service, .. }
-        | Change::PutSettings { service, .. } => {
-            out.insert(service.clone());
+        Change::PutInstance {
+            service,
+            instance: i,
+            ..
+        } => instance(service, &i.id),
+        Change::DeleteInstance { service, id, .. } => instance(service, id),
+        Change::PutSettings { service, .. } => {
+            out.entry(service.clone())
+                .or_insert_with(|| Some(BTreeSet::new()));
         }
         Change::Restore { state } => {
-            out.extend(service_names(before));
-            out.extend(service_names(state));
+            for name in service_names(before)
+                .into_iter()
+                .chain(service_names(state))
+            {
+                out.insert(name, None);
+            }
         }
     }
 }
@@ -445,7 +466,7 @@ async fn commit_batch(shared: &Shared, batch: Vec<Queued>) {
             return;
         }
         let committed = started.elapsed();
-        let mut services = BTreeSet::new();
+        let mut services = Touched::new();
         {
             let mut state = shared.state.write();
             for change in &changes {
@@ -468,18 +489,21 @@ async fn commit_batch(shared: &Shared, batch: Vec<Queued>) {
             shared.changes.send_replace(state.index);
         }
         let index = shared.index.load(Ordering::Acquire);
-        let states: Vec<_> = {
+        // Observers borrow the state: the read lock is held while they work
+        // (the committer is the only writer).
+        let touched_services = services.len();
+        {
             let state = shared.state.read();
-            services
+            let views: Vec<_> = services
                 .iter()
-                .map(|name| service_state(&state, name))
-                .collect()
-        };
-        shared.observer.services_changed(&states, index);
+                .map(|(name, ids)| service_view(&state, name, ids.as_ref()))
+                .collect();
+            shared.observer.services_changed(&views, index);
+        }
         tracing::debug!(
             writes,
             changes = changes.len(),
-            services = states.len(),
+            services = touched_services,
             plan_us = planned.as_micros() as u64,
             commit_us = (committed - planned).as_micros() as u64,
             publish_us = (started.elapsed() - committed).as_micros() as u64,
