@@ -321,6 +321,71 @@ mod tests {
     use super::*;
     use Health::{Critical, Passing, Warning};
 
+    #[tokio::test]
+    async fn only_the_instances_that_changed_have_their_checks_touched() {
+        use crate::registry::model::InstanceSpec;
+        use crate::registry::store::MemoryStore;
+        use std::time::Duration;
+
+        let checker = Checker::new();
+        let registry = Registry::open(Arc::new(MemoryStore::new()), Arc::new(checker.clone()))
+            .await
+            .unwrap();
+        let web = ServiceName::parse("web").unwrap();
+        let (a, b) = (
+            InstanceId::parse("a").unwrap(),
+            InstanceId::parse("b").unwrap(),
+        );
+        // A TCP check of a closed loopback port: it fails, harmlessly.
+        let check = |port: u16| Check {
+            target: CheckTarget::Tcp(format!("127.0.0.1:{port}")),
+            interval: Duration::from_secs(3600),
+            timeout: Duration::from_millis(100),
+            rise: 1,
+            fall: 1,
+        };
+        let mut with_check = InstanceSpec::new("10.0.0.1".parse().unwrap(), 80);
+        with_check.checks = vec![check(9)];
+        registry
+            .put_instance(&web, &a, with_check.clone(), None)
+            .await
+            .unwrap();
+        let plain = InstanceSpec::new("10.0.0.2".parse().unwrap(), 80);
+        registry
+            .put_instance(&web, &b, plain.clone(), None)
+            .await
+            .unwrap();
+        assert_eq!(checker.running(), 1);
+        let tasks = |checker: &Checker| {
+            checker.running.lock()[&web][&a]
+                .tasks
+                .iter()
+                .map(|t| t.id())
+                .collect::<Vec<_>>()
+        };
+        let first = tasks(&checker);
+
+        // Another instance changes: a's probes go on untouched.
+        let mut moved = plain;
+        moved.port = 81;
+        registry.put_instance(&web, &b, moved, None).await.unwrap();
+        assert_eq!(tasks(&checker), first);
+
+        // a's checks change: its probes are replaced.
+        with_check.checks.push(check(10));
+        registry
+            .put_instance(&web, &a, with_check, None)
+            .await
+            .unwrap();
+        assert_eq!(checker.running(), 2);
+        assert_ne!(tasks(&checker), first);
+
+        // a goes: so do its probes, and the service's entry.
+        registry.delete_instance(&web, &a, None).await.unwrap();
+        assert_eq!(checker.running(), 0);
+        assert!(checker.running.lock().get(&web).is_none());
+    }
+
     fn run(initial: Health, outcomes: &[Health], rise: u32, fall: u32) -> Vec<Health> {
         let mut state = CheckState::new(initial);
         outcomes
