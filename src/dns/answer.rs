@@ -1,8 +1,13 @@
 //! What a zone hands back for one question, before it is put on the wire.
 
+use std::sync::Arc;
+
 use hickory_proto::op::ResponseCode;
-use hickory_proto::rr::{LowerName, Name, Record, RecordType};
+use hickory_proto::rr::rdata::SRV;
+use hickory_proto::rr::{LowerName, Name, RData, Record, RecordType};
 use rand::rngs::SmallRng;
+
+use crate::projection::ServiceRecords;
 
 /// One question, as a zone sees it.
 pub struct Question<'a> {
@@ -40,9 +45,71 @@ pub struct Answer {
     pub ecs_scope: Option<u8>,
     /// An Extended DNS Error (RFC 8914) to attach: info code and text.
     pub ede: Option<(u16, String)>,
+    /// A service's instances, kept as the projection's ready-made data
+    /// rather than as records. They come before `answers` (SRV, or A/AAAA
+    /// records) and, for SRV, before `additional` (each target's address).
+    /// The UDP writer writes them straight from that data; every other
+    /// reader calls [`Answer::materialize`] first.
+    pub service: Option<ServiceAnswer>,
+}
+
+/// The instances of one service that answer a question, in answer order.
+#[derive(Debug)]
+pub struct ServiceAnswer {
+    /// The service's records (kept alive by this answer).
+    pub records: Arc<ServiceRecords>,
+    /// Positions in `records.instances`, in the order to send.
+    pub order: Vec<u32>,
+    /// SRV records (addresses in Additional), or A/AAAA records at the
+    /// question's name.
+    pub srv: bool,
+    /// TTL of the answer RRset (RFC 2181 §5.2: one for all of it).
+    pub ttl: u32,
 }
 
 impl Answer {
+    /// Whether the answer section is empty (NODATA when the name exists).
+    pub fn no_answers(&self) -> bool {
+        self.answers.is_empty() && self.service.as_ref().is_none_or(|s| s.order.is_empty())
+    }
+
+    /// Turns `service` into records at the front of their sections;
+    /// `qname` is the question's name as the client wrote it.
+    pub fn materialize(&mut self, qname: &Name) {
+        let Some(service) = self.service.take() else {
+            return;
+        };
+        let mut answers = Vec::with_capacity(service.order.len() + self.answers.len());
+        let mut additional = Vec::new();
+        for &n in &service.order {
+            let instance = &service.records.instances[n as usize];
+            if service.srv {
+                let c = instance.candidate;
+                let srv = SRV::new(c.priority, c.weight, instance.port, instance.target.clone());
+                answers.push(Record::from_rdata(
+                    qname.clone(),
+                    service.ttl,
+                    RData::SRV(srv),
+                ));
+                additional.push(super::registry_zone::address_record(
+                    instance.target.clone(),
+                    instance.ttl,
+                    instance.address,
+                ));
+            } else {
+                answers.push(super::registry_zone::address_record(
+                    qname.clone(),
+                    service.ttl,
+                    instance.address,
+                ));
+            }
+        }
+        answers.append(&mut self.answers);
+        self.answers = answers;
+        additional.append(&mut self.additional);
+        self.additional = additional;
+    }
+
     /// REFUSED, for names outside every zone.
     pub fn refused() -> Self {
         Self {

@@ -252,6 +252,9 @@ impl RequestHandler for DnsHandler {
             edns,
             mut answer,
         } = self.respond(request);
+        if let Some(query) = request.queries.queries().first() {
+            answer.materialize(query.original().name());
+        }
         let tcp = request.protocol() != Protocol::Udp;
         let limit = payload_limit(tcp, edns.as_ref());
         let question = request.queries.as_bytes();

@@ -14,12 +14,43 @@
 //! whole (RFC 2782) but later names may point into them. Matching is exact,
 //! byte for byte, so an answer keeps the case of the question (0x20).
 
+use std::net::IpAddr;
+
 use hickory_proto::op::{Edns, MessageType, Metadata};
-use hickory_proto::rr::{Name, RData, Record};
+use hickory_proto::rr::{Name, RData, Record, RecordType};
 use hickory_proto::serialize::binary::{BinEncodable, BinEncoder};
 
-use super::answer::Answer;
+use super::answer::{Answer, ServiceAnswer};
 use super::wire::{name_len, opt_len};
+
+/// How service answers name their owner.
+#[derive(Clone, Copy)]
+struct Owner<'a> {
+    /// The question's name when it was copied plain (a pointer reaches it).
+    qname: Option<&'a Name>,
+}
+
+/// A or AAAA, by the address's family.
+fn address_type(address: &IpAddr) -> RecordType {
+    match address {
+        IpAddr::V4(_) => RecordType::A,
+        IpAddr::V6(_) => RecordType::AAAA,
+    }
+}
+
+/// An address record's RDLENGTH and RDATA.
+fn write_address(out: &mut Vec<u8>, address: &IpAddr) {
+    match address {
+        IpAddr::V4(v4) => {
+            out.extend_from_slice(&4u16.to_be_bytes());
+            out.extend_from_slice(&v4.octets());
+        }
+        IpAddr::V6(v6) => {
+            out.extend_from_slice(&16u16.to_be_bytes());
+            out.extend_from_slice(&v6.octets());
+        }
+    }
+}
 
 /// Size of the fixed DNS header.
 const HEADER_LEN: usize = 12;
@@ -112,9 +143,8 @@ impl Encoder {
         out.extend_from_slice(question);
         // The question is copied as received. When it is a plain name (no
         // pointer), later names can point into it.
-        if let Some(qname) = qname
-            && question.len() == name_len(qname) + 4
-        {
+        let plain_question = qname.is_some_and(|q| question.len() == name_len(q) + 4);
+        if let Some(qname) = qname.filter(|_| plain_question) {
             self.register(qname, HEADER_LEN);
         }
 
@@ -122,11 +152,35 @@ impl Encoder {
         let room = limit.saturating_sub(opt_len).min(usize::from(u16::MAX));
         let mut truncated = false;
         let mut counts = [0u16; 3];
+        // Where each service answer's SRV target was written, for the
+        // owner of its address record.
+        let mut targets: Vec<Option<u16>> = Vec::new();
         'sections: for (section, records) in
             [&answer.answers, &answer.authority, &answer.additional]
                 .into_iter()
                 .enumerate()
         {
+            if let Some(service) = answer.service.as_ref().filter(|_| section != 1) {
+                let owner = Owner {
+                    qname: qname.filter(|_| plain_question),
+                };
+                let wrote = if section == 0 {
+                    self.service_answers(out, service, owner, qname, room, &mut targets)
+                } else {
+                    self.service_addresses(out, service, &targets, room)
+                };
+                counts[section] += wrote;
+                if usize::from(wrote)
+                    < if section == 0 {
+                        service.order.len()
+                    } else {
+                        targets.len()
+                    }
+                {
+                    truncated = section < 2;
+                    break 'sections;
+                }
+            }
             for record in records {
                 if !self.record(out, record, room) {
                     // A cut answer or authority section sets TC and ends
@@ -148,6 +202,108 @@ impl Encoder {
         Written { truncated }
     }
 
+    /// Writes `service`'s answer records (SRV or A/AAAA) while they fit in
+    /// `room`; returns how many. Notes in `targets` where each SRV target
+    /// went.
+    fn service_answers(
+        &mut self,
+        out: &mut Vec<u8>,
+        service: &ServiceAnswer,
+        owner: Owner<'_>,
+        qname: Option<&Name>,
+        room: usize,
+        targets: &mut Vec<Option<u16>>,
+    ) -> u16 {
+        let mut wrote = 0;
+        for &n in &service.order {
+            let instance = &service.records.instances[n as usize];
+            let start = out.len();
+            let known = self.filled.len();
+            match (owner.qname, qname) {
+                // The question's name, as asked: a pointer to it.
+                (Some(_), _) => out.extend_from_slice(&(0xC000 | HEADER_LEN as u16).to_be_bytes()),
+                (None, Some(qname)) => self.name(out, qname, true),
+                (None, None) => out.push(0),
+            }
+            let rtype = if service.srv {
+                RecordType::SRV
+            } else {
+                address_type(&instance.address)
+            };
+            out.extend_from_slice(&u16::from(rtype).to_be_bytes());
+            out.extend_from_slice(&1u16.to_be_bytes()); // IN
+            out.extend_from_slice(&service.ttl.to_be_bytes());
+            let target_at;
+            if service.srv {
+                let c = instance.candidate;
+                let len = 6 + instance.target_wire.len();
+                out.extend_from_slice(&(len as u16).to_be_bytes());
+                out.extend_from_slice(&c.priority.to_be_bytes());
+                out.extend_from_slice(&c.weight.to_be_bytes());
+                out.extend_from_slice(&instance.port.to_be_bytes());
+                target_at = out.len();
+                // RFC 2782: the target is not compressed.
+                out.extend_from_slice(&instance.target_wire);
+            } else {
+                target_at = usize::MAX;
+                write_address(out, &instance.address);
+            }
+            if out.len() > room {
+                self.undo(out, start, known);
+                return wrote;
+            }
+            if service.srv {
+                targets.push(
+                    u16::try_from(target_at)
+                        .ok()
+                        .filter(|&t| usize::from(t) <= MAX_POINTER),
+                );
+            }
+            wrote += 1;
+        }
+        wrote
+    }
+
+    /// Writes the address record of each SRV target in `targets` order
+    /// (owner: a pointer to the target) while they fit; returns how many.
+    fn service_addresses(
+        &mut self,
+        out: &mut Vec<u8>,
+        service: &ServiceAnswer,
+        targets: &[Option<u16>],
+        room: usize,
+    ) -> u16 {
+        let mut wrote = 0;
+        for (&n, &target) in service.order.iter().zip(targets) {
+            let instance = &service.records.instances[n as usize];
+            let start = out.len();
+            match target {
+                Some(at) => out.extend_from_slice(&(0xC000 | at).to_be_bytes()),
+                None => out.extend_from_slice(&instance.target_wire),
+            }
+            out.extend_from_slice(&u16::from(address_type(&instance.address)).to_be_bytes());
+            out.extend_from_slice(&1u16.to_be_bytes()); // IN
+            out.extend_from_slice(&instance.ttl.to_be_bytes());
+            write_address(out, &instance.address);
+            if out.len() > room {
+                out.truncate(start);
+                return wrote;
+            }
+            wrote += 1;
+        }
+        wrote
+    }
+
+    /// Takes back a record cut short: the bytes from `start` and the
+    /// suffixes noted since `known`.
+    fn undo(&mut self, out: &mut Vec<u8>, start: usize, known: usize) {
+        out.truncate(start);
+        for &slot in &self.filled[known..] {
+            self.slots[usize::from(slot)].generation = 0;
+        }
+        self.filled.truncate(known);
+    }
+
     /// Appends `record` if the message stays within `room` bytes; returns
     /// false, with nothing appended, when it would not.
     fn record(&mut self, out: &mut Vec<u8>, record: &Record, room: usize) -> bool {
@@ -167,11 +323,7 @@ impl Encoder {
                 true
             }
             _ => {
-                out.truncate(start);
-                for &slot in &self.filled[known..] {
-                    self.slots[usize::from(slot)].generation = 0;
-                }
-                self.filled.truncate(known);
+                self.undo(out, start, known);
                 false
             }
         }
@@ -524,6 +676,99 @@ mod tests {
         m.add_answers(answer.answers.clone());
         m.add_additionals(answer.additional.clone());
         assert!(out.len() <= m.to_vec().unwrap().len(), "{}", out.len());
+    }
+
+    /// A service answer for `n` instances of "web" (every third on IPv6),
+    /// in position order.
+    fn service_answer(n: usize, srv: bool) -> Answer {
+        use crate::projection::{Projection, ProjectionConfig};
+        use crate::registry::ServiceState;
+        use crate::registry::model::{InstanceId, InstanceSpec, ServiceName};
+        use std::sync::Arc;
+
+        let projection = Projection::new(ProjectionConfig {
+            domain: Name::from_ascii("internal.").unwrap(),
+            cluster: "dc1".into(),
+        });
+        let mut instances: Vec<_> = (0..n)
+            .map(|i| {
+                let address = if i % 3 == 2 {
+                    format!("2001:db8::{i:x}")
+                } else {
+                    format!("10.0.{}.{}", i / 250, i % 250)
+                };
+                let mut spec = InstanceSpec::new(address.parse().unwrap(), 8000 + i as u16);
+                spec.weight = 1 + i as u16;
+                let id = InstanceId::parse(&format!("i{i:03}")).unwrap();
+                Arc::new(spec.into_instance(id, 1, 1))
+            })
+            .collect();
+        instances.sort_by(|a, b| a.id.cmp(&b.id));
+        let state = ServiceState {
+            name: ServiceName::parse("web").unwrap(),
+            settings: None,
+            instances,
+        };
+        projection.rebuild(&[state.view()], 1);
+        let snapshot = projection.load_full();
+        let records = snapshot.local().service_arc("web").unwrap().clone();
+        let order = (0..records.instances.len() as u32).rev().collect();
+        Answer {
+            service: Some(ServiceAnswer {
+                records,
+                order,
+                srv,
+                ttl: 7,
+            }),
+            ..Answer::default()
+        }
+    }
+
+    #[test]
+    fn service_answers_decode_to_their_records() {
+        let owner = Name::from_ascii("_Web._tcp.Service.internal.").unwrap();
+        for srv in [true, false] {
+            let answer = service_answer(12, srv);
+            let (out, written) = write(&answer, &owner, None, 65535);
+            assert!(!written.truncated);
+            let mut records = service_answer(12, srv);
+            records.materialize(&owner);
+            let m = Message::from_bytes(&out).unwrap();
+            assert_eq!(m.answers, records.answers, "srv {srv}");
+            assert_eq!(m.additionals, records.additional, "srv {srv}");
+            // Never longer than the same records through the general path.
+            let (general, _) = write(&records, &owner, None, 65535);
+            assert!(
+                out.len() <= general.len(),
+                "{} > {}",
+                out.len(),
+                general.len()
+            );
+        }
+    }
+
+    #[test]
+    fn service_answers_are_cut_by_the_same_rules() {
+        let owner = Name::from_ascii("web.service.internal.").unwrap();
+        // Additional data goes first, without TC.
+        let (out, written) = write(&service_answer(8, true), &owner, None, 512);
+        let m = Message::from_bytes(&out).unwrap();
+        assert!(!written.truncated && !m.truncation && out.len() <= 512);
+        assert_eq!(m.answers.len(), 8);
+        assert!(m.additionals.len() < 8);
+
+        // Answers are cut as a prefix, with TC; OPT keeps its room.
+        let mut edns = Edns::new();
+        edns.set_max_payload(1232);
+        let (out, written) = write(&service_answer(100, true), &owner, Some(&edns), 1232);
+        assert!(written.truncated && out.len() <= 1232, "{}", out.len());
+        let m = Message::from_bytes(&out).unwrap();
+        assert!(m.truncation && m.additionals.is_empty() && m.edns.is_some());
+        let mut all = service_answer(100, true);
+        all.materialize(&owner);
+        let kept = m.answers.len();
+        assert!(kept > 10 && kept < 100, "{kept}");
+        assert_eq!(m.answers[..], all.answers[..kept]);
     }
 
     #[test]

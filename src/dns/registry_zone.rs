@@ -8,7 +8,7 @@ use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::rdata::{A, AAAA, HINFO, NS, PTR, SOA, SRV};
 use hickory_proto::rr::{LowerName, Name, RData, Record, RecordType};
 
-use super::answer::{Answer, Question};
+use super::answer::{Answer, Question, ServiceAnswer};
 use super::names::{self, RegistryName};
 use crate::projection::order::{QueryContext, order};
 use crate::projection::{ClusterRecords, InstanceRecords, Projection, ServiceRecords, Snapshot};
@@ -53,7 +53,7 @@ enum Node<'s> {
     NameServer,
     /// A service name, with its filter.
     Service {
-        service: &'s ServiceRecords,
+        service: &'s Arc<ServiceRecords>,
         name: &'s str,
         tag: Option<&'s str>,
         srv_only: bool,
@@ -136,7 +136,7 @@ impl RegistryZone {
         } else {
             self.records(&snapshot, &node, q.qtype, q, &mut answer);
         }
-        if answer.answers.is_empty() {
+        if answer.no_answers() {
             answer.additional.clear();
             answer.authority.push(self.soa(
                 &snapshot,
@@ -176,7 +176,7 @@ impl RegistryZone {
             } => {
                 let Some(records) = snapshot
                     .cluster(cluster.unwrap_or(local))
-                    .and_then(|c| c.service(service))
+                    .and_then(|c| c.service_arc(service))
                 else {
                     return Node::Missing;
                 };
@@ -387,13 +387,15 @@ impl RegistryZone {
                 // The local cluster, then (for names without a cluster label)
                 // the first failover cluster with something served; with
                 // fail_open and nothing healthy anywhere, every UP instance.
-                let clusters: Vec<&ServiceRecords> = std::iter::once(*service)
+                let clusters: Vec<&Arc<ServiceRecords>> = std::iter::once(*service)
                     .chain(
                         service
                             .failover
                             .iter()
                             .filter(|_| *local_form)
-                            .filter_map(|fc| snapshot.cluster(fc).and_then(|c| c.service(name))),
+                            .filter_map(|fc| {
+                                snapshot.cluster(fc).and_then(|c| c.service_arc(name))
+                            }),
                     )
                     .collect();
                 for healthy in [true, false] {
@@ -424,7 +426,7 @@ impl RegistryZone {
     /// ordered for this query.
     fn service_records(
         &self,
-        service: &ServiceRecords,
+        service: &Arc<ServiceRecords>,
         picked: Vec<usize>,
         qtype: RecordType,
         q: &mut Question<'_>,
@@ -453,6 +455,17 @@ impl RegistryZone {
             .map(|&n| service.instances[n].ttl)
             .min()
             .unwrap_or(0);
+        if q.qtype == qtype {
+            // Asked for directly (not part of ANY): the writer takes the
+            // projection's data as it is.
+            answer.service = Some(ServiceAnswer {
+                records: service.clone(),
+                order: ordered.iter().map(|&o| picked[o] as u32).collect(),
+                srv: qtype == RecordType::SRV,
+                ttl,
+            });
+            return;
+        }
         for &o in &ordered {
             let instance = &service.instances[picked[o]];
             if qtype == RecordType::SRV {

@@ -1,5 +1,5 @@
 //! The UDP fast path: one OS thread per `SO_REUSEPORT` socket, each in a
-//! plain receive → answer → send loop.
+//! plain receive → answer → send loop, in batches.
 //!
 //! hickory's `Server` spawns a task for every datagram and sends the reply
 //! back through a channel to the socket's task; on a small machine that
@@ -7,9 +7,14 @@
 //! answered by the same [`DnsHandler::respond`] that TCP uses, and encoded
 //! into a buffer the thread keeps, with no task, channel or lock between
 //! the datagram and its reply. TCP stays on hickory's `Server`.
+//!
+//! One `recvmmsg` takes every datagram waiting, up to [`BATCH`] (it waits
+//! only for the first), and one `sendmmsg` sends their replies: under load
+//! the system calls, and the wake-ups between them, are shared by the batch.
 
-use std::io;
+use std::io::{self, IoSlice, IoSliceMut};
 use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
@@ -27,6 +32,8 @@ use super::message::Encoder;
 /// Largest datagram read. Queries are small; a longer one is cut by the
 /// kernel and then fails to decode (FORMERR).
 const RECV_BUFFER: usize = 4096;
+/// Most datagrams taken, and replies sent, by one system call.
+const BATCH: usize = 16;
 /// How often an idle thread looks at the stop flag.
 const STOP_POLL: Duration = Duration::from_millis(100);
 
@@ -68,33 +75,123 @@ impl UdpServer {
 
 /// The loop of one socket.
 fn serve(handler: &DnsHandler, socket: &UdpSocket, stop: &AtomicBool) {
-    let mut query = [0u8; RECV_BUFFER];
-    let mut reply = Vec::with_capacity(usize::from(u16::MAX));
+    use nix::errno::Errno;
+    use nix::sys::socket::{MsgFlags, MultiHeaders, SockaddrStorage, recvmmsg};
+
+    let fd = socket.as_raw_fd();
+    let mut queries = vec![[0u8; RECV_BUFFER]; BATCH];
+    let mut received: Vec<(usize, Option<SocketAddr>)> = Vec::with_capacity(BATCH);
+    let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(BATCH, None);
+    let mut replies = Replies::new();
     let mut encoder = Encoder::new();
     while !stop.load(Ordering::Relaxed) {
-        let (len, src) = match socket.recv_from(&mut query) {
-            Ok(got) => got,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) =>
-            {
-                continue;
-            }
+        received.clear();
+        // The buffers are lent to the kernel for the call only.
+        let got = {
+            let mut slices: Vec<[IoSliceMut<'_>; 1]> = queries
+                .iter_mut()
+                .map(|q| [IoSliceMut::new(&mut q[..])])
+                .collect();
+            recvmmsg(
+                fd,
+                &mut headers,
+                slices.iter_mut(),
+                MsgFlags::MSG_WAITFORONE,
+                None,
+            )
+            .map(|messages| {
+                received
+                    .extend(messages.map(|m| (m.bytes, m.address.as_ref().and_then(socket_addr))));
+            })
+        };
+        match got {
+            Ok(()) => {}
+            // The read timeout: time to look at the stop flag.
+            Err(Errno::EAGAIN | Errno::EINTR) => continue,
             Err(error) => {
                 // ICMP errors from earlier sends surface here; they are
                 // about someone else's reply, not this socket.
                 tracing::debug!(%error, "UDP receive failed");
                 continue;
             }
-        };
-        if answer(handler, &mut encoder, &query[..len], src, &mut reply)
-            && let Err(error) = socket.send_to(&reply, src)
-        {
-            tracing::debug!(%error, %src, "UDP send failed");
+        }
+        replies.clear();
+        for (query, &(len, src)) in queries.iter().zip(&received) {
+            let Some(src) = src else { continue };
+            let out = replies.next_buffer();
+            if answer(handler, &mut encoder, &query[..len], src, out) {
+                replies.push(src);
+            }
+        }
+        replies.send(fd);
+    }
+}
+
+/// A batch of replies and where they go.
+struct Replies {
+    buffers: Vec<Vec<u8>>,
+    to: Vec<Option<nix::sys::socket::SockaddrStorage>>,
+    headers: nix::sys::socket::MultiHeaders<nix::sys::socket::SockaddrStorage>,
+}
+
+impl Replies {
+    fn new() -> Self {
+        Self {
+            buffers: (0..BATCH).map(|_| Vec::with_capacity(1232)).collect(),
+            to: Vec::with_capacity(BATCH),
+            headers: nix::sys::socket::MultiHeaders::preallocate(BATCH, None),
         }
     }
+
+    fn clear(&mut self) {
+        self.to.clear();
+    }
+
+    /// The buffer for the next reply.
+    fn next_buffer(&mut self) -> &mut Vec<u8> {
+        &mut self.buffers[self.to.len()]
+    }
+
+    /// Keeps the reply just written, for `to`.
+    fn push(&mut self, to: SocketAddr) {
+        self.to.push(Some(to.into()));
+    }
+
+    /// Sends every reply kept, skipping one the kernel refuses.
+    fn send(&mut self, fd: std::os::fd::RawFd) {
+        use nix::sys::socket::{ControlMessage, MsgFlags, sendmmsg};
+        let mut start = 0;
+        while start < self.to.len() {
+            let slices: Vec<[IoSlice<'_>; 1]> = self.buffers[start..self.to.len()]
+                .iter()
+                .map(|b| [IoSlice::new(b)])
+                .collect();
+            let none: [ControlMessage<'_>; 0] = [];
+            match sendmmsg(
+                fd,
+                &mut self.headers,
+                &slices,
+                &self.to[start..],
+                none,
+                MsgFlags::empty(),
+            ) {
+                Ok(sent) => start += sent.count().max(1),
+                Err(error) => {
+                    tracing::debug!(%error, "UDP send failed");
+                    start += 1;
+                }
+            }
+        }
+    }
+}
+
+/// A socket address from the kernel's form.
+fn socket_addr(addr: &nix::sys::socket::SockaddrStorage) -> Option<SocketAddr> {
+    if let Some(v4) = addr.as_sockaddr_in() {
+        return Some(SocketAddr::V4((*v4).into()));
+    }
+    addr.as_sockaddr_in6()
+        .map(|v6| SocketAddr::V6((*v6).into()))
 }
 
 /// Writes the reply to the datagram `packet` from `src` into `out`.

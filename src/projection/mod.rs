@@ -53,6 +53,9 @@ pub struct InstanceRecords {
     pub candidate: Candidate,
     /// Its own name, the SRV target: `<id>.<service>.instance[.<cluster>].<domain>`.
     pub target: Name,
+    /// The same name in wire form (lower case, uncompressed), as the UDP
+    /// writer copies it into SRV answers.
+    pub target_wire: Box<[u8]>,
 }
 
 impl InstanceRecords {
@@ -230,8 +233,8 @@ impl ClusterRecords {
         }
     }
 
-    #[cfg(test)]
-    fn service_arc(&self, name: &str) -> Option<&Arc<ServiceRecords>> {
+    /// The service `name` in this cluster, shared: an answer can keep it.
+    pub fn service_arc(&self, name: &str) -> Option<&Arc<ServiceRecords>> {
         self.services[shard(name)].get(name)
     }
 }
@@ -441,7 +444,14 @@ impl Projection {
             .and_then(|n| n.append_domain(&self.config.domain))
             .expect("validated labels under a valid domain form a valid name");
         let spec = &instance.spec;
+        let mut target_wire = Vec::with_capacity(target.len() + 1);
+        for label in target.iter() {
+            target_wire.push(label.len() as u8);
+            target_wire.extend_from_slice(label);
+        }
+        target_wire.push(0);
         InstanceRecords {
+            target_wire: target_wire.into_boxed_slice(),
             source: instance.clone(),
             address: spec.address,
             port: spec.port,
