@@ -891,6 +891,106 @@ fn tcp_serves_several_queries_on_one_connection() {
 }
 
 #[test]
+fn tcp_answers_pipelined_queries_in_order_and_survives_bad_streams() {
+    use std::io::{Read, Write};
+    let server = Server::start(&[]);
+    web(&server);
+    let framed = |id: u16, name: &str| {
+        let mut q = DnsQuery::new(name, RecordType::A);
+        q.message.metadata.id = id;
+        let bytes = q.message.to_vec().unwrap();
+        let mut out = (bytes.len() as u16).to_be_bytes().to_vec();
+        out.extend_from_slice(&bytes);
+        out
+    };
+    let read_reply = |stream: &mut std::net::TcpStream| {
+        let mut len = [0; 2];
+        stream.read_exact(&mut len)?;
+        let mut reply = vec![0; u16::from_be_bytes(len) as usize];
+        stream.read_exact(&mut reply)?;
+        Ok::<_, std::io::Error>(hickory_proto::op::Message::from_vec(&reply).unwrap())
+    };
+    let connect = || {
+        let stream = std::net::TcpStream::connect(server.dns).unwrap();
+        stream
+            .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .unwrap();
+        stream
+    };
+
+    // Twenty queries in one write: twenty answers, in order.
+    let mut stream = connect();
+    let mut burst = Vec::new();
+    for id in 0..20u16 {
+        let name = if id % 2 == 0 {
+            "web.service.internal."
+        } else {
+            "nope.service.internal."
+        };
+        burst.extend(framed(id, name));
+    }
+    stream.write_all(&burst).unwrap();
+    for id in 0..20u16 {
+        let reply = read_reply(&mut stream).unwrap();
+        let expected = if id % 2 == 0 {
+            ResponseCode::NoError
+        } else {
+            ResponseCode::NXDomain
+        };
+        assert_eq!(
+            (reply.metadata.id, reply.metadata.response_code),
+            (id, expected)
+        );
+    }
+
+    // A message with a readable header and garbage after it: FORMERR, and
+    // the connection goes on.
+    let good = framed(7, "web.service.internal.");
+    let mut garbage = good[2..14].to_vec();
+    garbage.extend_from_slice(&[0x3f, 0xff, 0xff, 0x00]);
+    stream
+        .write_all(&(garbage.len() as u16).to_be_bytes())
+        .unwrap();
+    stream.write_all(&garbage).unwrap();
+    let reply = read_reply(&mut stream).unwrap();
+    assert_eq!(
+        (reply.metadata.id, reply.metadata.response_code),
+        (7, ResponseCode::FormErr)
+    );
+    stream
+        .write_all(&framed(8, "web.service.internal."))
+        .unwrap();
+    assert_eq!(read_reply(&mut stream).unwrap().answers.len(), 2);
+
+    // A response sent to the server ends the connection without a reply.
+    let mut response = good.clone();
+    response[4] |= 0x80; // QR
+    stream.write_all(&response).unwrap();
+    assert!(read_reply(&mut stream).is_err(), "closed, nothing sent");
+
+    // A connection cut in the middle of a message, and one that sends only
+    // half a length: the server keeps serving.
+    let mut cut = connect();
+    cut.write_all(&good[..good.len() / 2]).unwrap();
+    drop(cut);
+    let mut half = connect();
+    half.write_all(&good[..1]).unwrap();
+    drop(half);
+    let mut again = connect();
+    again
+        .write_all(&framed(9, "web.service.internal."))
+        .unwrap();
+    assert_eq!(read_reply(&mut again).unwrap().metadata.id, 9);
+    assert_eq!(
+        server
+            .query("web.service.internal.", RecordType::A)
+            .answers
+            .len(),
+        2
+    );
+}
+
+#[test]
 fn answers_stay_whole_while_writers_change_weights() {
     let server = std::sync::Arc::new(Server::start(&[]));
     let ids: Vec<String> = (1..=8).map(|i| format!("c{i}")).collect();

@@ -1,4 +1,4 @@
-//! The DNS request handler: header and EDNS rules, zone dispatch, fitting.
+//! The DNS request handler: header and EDNS rules, zone dispatch.
 //!
 //! `respond` is synchronous and allocation-light; it never blocks, takes no
 //! lock shared with writers and logs nothing per query above debug.
@@ -7,19 +7,16 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use hickory_proto::op::{Edns, Header, Metadata, OpCode, ResponseCode};
+use hickory_proto::op::{Edns, Metadata, OpCode, ResponseCode};
 use hickory_proto::rr::rdata::opt::{ClientSubnet, EdnsCode, EdnsOption};
-use hickory_proto::rr::{DNSClass, Record, RecordType};
-use hickory_server::net::runtime::Time;
+use hickory_proto::rr::{DNSClass, RecordType};
 use hickory_server::net::xfer::Protocol;
-use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
-use hickory_server::zone_handler::MessageResponseBuilder;
+use hickory_server::server::Request;
 use rand::SeedableRng;
 use rand::rngs::SmallRng;
 
 use super::answer::{Answer, Question};
 use super::registry_zone::RegistryZone;
-use super::wire::{self, Fit};
 use super::zones::StaticZone;
 use crate::projection::order::client_hash;
 
@@ -238,51 +235,6 @@ fn subnet_hash(subnet: &ClientSubnet) -> u64 {
         }
     };
     address_hash(masked)
-}
-
-#[async_trait::async_trait]
-impl RequestHandler for DnsHandler {
-    async fn handle_request<R: ResponseHandler, T: Time>(
-        &self,
-        request: &Request,
-        mut response_handle: R,
-    ) -> ResponseInfo {
-        let Response {
-            mut metadata,
-            edns,
-            mut answer,
-        } = self.respond(request);
-        if let Some(query) = request.queries.queries().first() {
-            answer.materialize(query.original().name());
-        }
-        let tcp = request.protocol() != Protocol::Udp;
-        let limit = payload_limit(tcp, edns.as_ref());
-        let question = request.queries.as_bytes();
-        if wire::fit(question, &mut answer, edns.as_ref(), limit) == Fit::Truncated {
-            metadata.truncation = true;
-        }
-        let builder = MessageResponseBuilder::new(&request.queries, edns.as_ref());
-        let message = builder.build(
-            metadata,
-            answer.answers.iter(),
-            answer.authority.iter(),
-            std::iter::empty::<&Record>(),
-            answer.additional.iter(),
-        );
-        match response_handle.send_response(message).await {
-            Ok(info) => info,
-            Err(error) => {
-                tracing::debug!(%error, "could not send a DNS response");
-                let mut failed = metadata;
-                failed.response_code = ResponseCode::ServFail;
-                Header {
-                    metadata: failed,
-                    counts: Default::default(),
-                }
-                .into()
-            }
-        }
-    }
 }
 
 #[cfg(test)]

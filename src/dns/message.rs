@@ -4,10 +4,11 @@
 //! The UDP path uses this instead of hickory's encoder: it writes straight
 //! into the thread's buffer, compresses names through a small table of
 //! suffix hashes that the thread reuses, and never encodes twice to find
-//! what fits. The cutting rules are those of [`super::wire::fit`]:
-//! answers and authority are kept as a prefix of their order and a cut
-//! there sets TC; additional records that do not fit are left out without
-//! TC (RFC 2181 §9); the OPT record always has room.
+//! what fits. The cutting rules: answers and authority are kept as a
+//! prefix of their order (DESIGN §3) and a cut there sets TC; additional
+//! records that do not fit are left out without TC (RFC 2181 §9); the OPT
+//! record always has room (hickory's own encoder could drop it with the
+//! records, and sets TC when only additional data was left out).
 //!
 //! Names are compressed (RFC 1035 §4.1.4) in owner names and in the RDATA
 //! of the RFC 1035 types (NS, CNAME, PTR, MX, SOA); SRV targets are written

@@ -1,28 +1,23 @@
-//! The DNS server: hickory-server transport, our handler, the registry zone
-//! and static zones.
+//! The DNS server: UDP threads and TCP tasks of our own, the handler, the
+//! registry zone and static zones.
 
 pub mod answer;
 pub mod handler;
 pub mod message;
 pub mod names;
 pub mod registry_zone;
+pub mod tcp;
 pub mod udp;
 pub mod wire;
 pub mod zones;
 
 use std::io;
 use std::net::SocketAddr;
-use std::time::Duration;
 
-use hickory_server::Server;
 use tokio::net::TcpListener;
 
 use handler::DnsHandler;
 
-/// How long an idle TCP connection is kept open.
-const TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Responses queued per TCP connection.
-const TCP_RESPONSE_BUFFER: usize = 32;
 /// Tries at finding a port free for both UDP and TCP when asked for port 0.
 const PORT_TRIES: usize = 32;
 /// UDP receive buffer asked for. The default (about 208 KiB) holds only a few
@@ -88,20 +83,18 @@ fn bind_udp(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
     Ok(socket.into())
 }
 
-/// DNS being served: UDP on our own threads, TCP on hickory's `Server`.
+/// DNS being served: UDP on threads, TCP on tasks.
 pub struct DnsServer {
     /// The UDP threads.
     udp: udp::UdpServer,
     /// TCP.
-    tcp: Server<DnsHandler>,
+    tcp: tcp::TcpServer,
 }
 
 impl DnsServer {
     /// Stops answering: UDP threads return, TCP connections are closed.
-    pub async fn shutdown(mut self) {
-        if let Err(error) = self.tcp.shutdown_gracefully().await {
-            tracing::warn!(%error, "DNS over TCP stopped with an error");
-        }
+    pub async fn shutdown(self) {
+        self.tcp.stop().await;
         let udp = self.udp;
         let _ = tokio::task::spawn_blocking(move || udp.stop()).await;
     }
@@ -110,7 +103,6 @@ impl DnsServer {
 /// Starts serving `handler` on `listeners`.
 pub fn serve(handler: DnsHandler, listeners: DnsListeners) -> io::Result<DnsServer> {
     let udp = udp::UdpServer::start(&handler, listeners.udp)?;
-    let mut tcp = Server::new(handler);
-    tcp.register_listener(listeners.tcp, TCP_IDLE_TIMEOUT, TCP_RESPONSE_BUFFER);
+    let tcp = tcp::TcpServer::start(handler, listeners.tcp);
     Ok(DnsServer { udp, tcp })
 }

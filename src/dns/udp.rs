@@ -119,7 +119,14 @@ fn serve(handler: &DnsHandler, socket: &UdpSocket, stop: &AtomicBool) {
         for (query, &(len, src)) in queries.iter().zip(&received) {
             let Some(src) = src else { continue };
             let out = replies.next_buffer();
-            if answer(handler, &mut encoder, &query[..len], src, out) {
+            if answer(
+                handler,
+                &mut encoder,
+                &query[..len],
+                src,
+                Protocol::Udp,
+                out,
+            ) {
                 replies.push(src);
             }
         }
@@ -194,16 +201,18 @@ fn socket_addr(addr: &nix::sys::socket::SockaddrStorage) -> Option<SocketAddr> {
         .map(|v6| SocketAddr::V6((*v6).into()))
 }
 
-/// Writes the reply to the datagram `packet` from `src` into `out`.
-/// Returns false when nothing must be sent: too short to be a query, a
-/// response (never answer those: reflection), or from port 0.
+/// Writes the reply to the message `packet` from `src` (over `protocol`)
+/// into `out`. Returns false when nothing must be sent: too short to be a
+/// query, a response (never answer those: reflection), or from port 0.
 pub fn answer(
     handler: &DnsHandler,
     encoder: &mut Encoder,
     packet: &[u8],
     src: SocketAddr,
+    protocol: Protocol,
     out: &mut Vec<u8>,
 ) -> bool {
+    let tcp = protocol != Protocol::Udp;
     if src.port() == 0 {
         return false;
     }
@@ -214,11 +223,11 @@ pub fn answer(
     if header.metadata.message_type == MessageType::Response {
         return false;
     }
-    let request = match Request::from_bytes(packet.to_vec(), src, Protocol::Udp) {
+    let request = match Request::from_bytes(packet.to_vec(), src, protocol) {
         Ok(request) => request,
         Err(error) => {
             tracing::debug!(%error, %src, "undecodable query");
-            error_reply(encoder, &header.metadata, ResponseCode::FormErr, out);
+            error_reply(encoder, &header.metadata, ResponseCode::FormErr, tcp, out);
             return true;
         }
     };
@@ -236,16 +245,22 @@ pub fn answer(
         queries.queries().first().map(|q| q.original().name()),
         &answer,
         edns.as_ref(),
-        payload_limit(false, edns.as_ref()),
+        payload_limit(tcp, edns.as_ref()),
     );
     true
 }
 
 /// A reply with only a header: `code`, and the request's id and flags.
-fn error_reply(encoder: &mut Encoder, request: &Metadata, code: ResponseCode, out: &mut Vec<u8>) {
+fn error_reply(
+    encoder: &mut Encoder,
+    request: &Metadata,
+    code: ResponseCode,
+    tcp: bool,
+    out: &mut Vec<u8>,
+) {
     let mut metadata = Metadata::response_from_request(request);
     metadata.response_code = code;
-    let limit = payload_limit(false, None);
+    let limit = payload_limit(tcp, None);
     encoder.write(
         out,
         &metadata,
