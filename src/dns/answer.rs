@@ -85,14 +85,14 @@ impl Answer {
             let instance = &service.records.instances[n as usize];
             if service.srv {
                 let c = instance.candidate;
-                let srv = SRV::new(c.priority, c.weight, instance.port, instance.target.clone());
+                let srv = SRV::new(c.priority, c.weight, instance.port, instance.target());
                 answers.push(Record::from_rdata(
                     qname.clone(),
                     service.ttl,
                     RData::SRV(srv),
                 ));
                 additional.push(super::registry_zone::address_record(
-                    instance.target.clone(),
+                    instance.target(),
                     instance.ttl,
                     instance.address,
                 ));

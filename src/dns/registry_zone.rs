@@ -470,12 +470,12 @@ impl RegistryZone {
             let instance = &service.instances[picked[o]];
             if qtype == RecordType::SRV {
                 let c = instance.candidate;
-                let srv = SRV::new(c.priority, c.weight, instance.port, instance.target.clone());
+                let srv = SRV::new(c.priority, c.weight, instance.port, instance.target());
                 answer
                     .answers
                     .push(Record::from_rdata(q.name.clone(), ttl, RData::SRV(srv)));
                 answer.additional.push(address_record(
-                    instance.target.clone(),
+                    instance.target(),
                     instance.ttl,
                     instance.address,
                 ));
@@ -536,13 +536,13 @@ const BROWSE_TTL: u32 = 5;
 /// Additional).
 fn dnssd_instance(owner: &Name, instance: &InstanceRecords) -> (Vec<Record>, Vec<Record>) {
     let c = instance.candidate;
-    let srv = SRV::new(c.priority, c.weight, instance.port, instance.target.clone());
+    let srv = SRV::new(c.priority, c.weight, instance.port, instance.target());
     let records = vec![
         Record::from_rdata(owner.clone(), instance.ttl, RData::SRV(srv)),
         Record::from_rdata(owner.clone(), instance.ttl, RData::TXT(instance.txt())),
     ];
     let extra = vec![address_record(
-        instance.target.clone(),
+        instance.target(),
         instance.ttl,
         instance.address,
     )];

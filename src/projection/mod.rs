@@ -51,14 +51,29 @@ pub struct InstanceRecords {
     pub tags: Box<[Arc<str>]>,
     /// Priority, weight and hash key, for ordering and SRV.
     pub candidate: Candidate,
-    /// Its own name, the SRV target: `<id>.<service>.instance[.<cluster>].<domain>`.
-    pub target: Name,
-    /// The same name in wire form (lower case, uncompressed), as the UDP
-    /// writer copies it into SRV answers.
+    /// Its own name, the SRV target, `<id>.<service>.instance[.<cluster>].<domain>`,
+    /// in wire form (lower case, uncompressed): the writer copies it into
+    /// SRV answers as it is. [`InstanceRecords::target`] gives it as a name.
     pub target_wire: Box<[u8]>,
 }
 
 impl InstanceRecords {
+    /// Its own name, the SRV target (for answers built as records).
+    pub fn target(&self) -> Name {
+        let mut labels = Vec::with_capacity(8);
+        let mut wire = &self.target_wire[..];
+        while let Some((&len, rest)) = wire.split_first()
+            && len > 0
+        {
+            let (label, next) = rest.split_at(usize::from(len));
+            labels.push(label);
+            wire = next;
+        }
+        let mut name = Name::from_labels(labels).expect("built from a valid name");
+        name.set_fqdn(true);
+        name
+    }
+
     /// Its id (lower case).
     pub fn id(&self) -> &str {
         self.source.id.as_str()
@@ -467,7 +482,6 @@ impl Projection {
                 weight: spec.weight,
                 key: instance_key(service, cluster, id),
             },
-            target,
         }
     }
 }
@@ -634,7 +648,7 @@ mod tests {
         );
         let s = p.load();
         let a = s.local().service("web").unwrap().instance("a").unwrap();
-        assert_eq!(a.target.to_ascii(), "a.web.instance.internal.");
+        assert_eq!(a.target().to_ascii(), "a.web.instance.internal.");
         let b = s
             .cluster("dc2")
             .unwrap()
@@ -642,7 +656,7 @@ mod tests {
             .unwrap()
             .instance("b")
             .unwrap();
-        assert_eq!(b.target.to_ascii(), "b.web.instance.dc2.internal.");
+        assert_eq!(b.target().to_ascii(), "b.web.instance.dc2.internal.");
     }
 
     #[test]
