@@ -305,6 +305,34 @@ fn bad_data_directories_stop_start_up_with_the_path_and_a_remedy() {
         vec![0xA5; 8192],
         "left untouched"
     );
+
+    // Acknowledged writes only in the write-ahead log, whose first record
+    // is then damaged: start-up names the log file and applies nothing.
+    let logged = dir.join("logged");
+    let server = Server::start(&[
+        "--data-dir",
+        logged.to_str().unwrap(),
+        "--checkpoint-interval",
+        "1h",
+    ]);
+    for n in 0..3 {
+        let body = json!({"address": format!("10.0.0.{}", n + 1), "port": 80});
+        assert_eq!(server.register("web", &format!("w{n}"), body).0, 200);
+    }
+    server.kill9();
+    let wal = logged.join("signpost.wal.0");
+    let mut bytes = std::fs::read(&wal).unwrap();
+    bytes[4096 + 40] ^= 0xFF; // inside the first record's payload
+    std::fs::write(&wal, &bytes).unwrap();
+    let out = support::serve_command(&["--data-dir", logged.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("signpost.wal.0") && err.contains("record 1 is damaged"),
+        "{err}"
+    );
 }
 
 #[test]
