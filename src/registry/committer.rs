@@ -95,12 +95,17 @@ pub(super) struct Queued {
 /// Runs until every `Registry` handle is gone.
 pub(super) async fn run(shared: Arc<Shared>, mut queue: mpsc::Receiver<Queued>) {
     let mut carried: Option<Queued> = None;
+    // The previous round's publishing, which may still be running.
+    let mut publishing: Option<Publishing> = None;
     loop {
         let first = match carried.take() {
             Some(first) => first,
             None => match queue.recv().await {
                 Some(first) => first,
-                None => return,
+                None => {
+                    finish(publishing).await;
+                    return;
+                }
             },
         };
         let mut batch = vec![first];
@@ -117,7 +122,18 @@ pub(super) async fn run(shared: Arc<Shared>, mut queue: mpsc::Receiver<Queued>) 
                 }
             }
         }
-        commit_batch(&shared, batch).await;
+        publishing = commit_batch(&shared, batch, publishing).await;
+    }
+}
+
+/// A round being published: observers told, then writers answered.
+type Publishing = tokio::task::JoinHandle<()>;
+
+/// Waits for a round's publishing to end.
+async fn finish(publishing: Option<Publishing>) {
+    if let Some(publishing) = publishing {
+        // It only panics if an observer did; nothing is left to undo.
+        let _ = publishing.await;
     }
 }
 
@@ -432,7 +448,15 @@ fn touched(change: &Change, before: &StoredState, out: &mut Touched) {
     }
 }
 
-async fn commit_batch(shared: &Shared, batch: Vec<Queued>) {
+/// Commits one round. The store commit overlaps the previous round's
+/// publishing (`previous`); this round is applied only after that has
+/// ended, so rounds are applied, published and answered in order. Returns
+/// this round's publishing, which runs on while the next round commits.
+async fn commit_batch(
+    shared: &Arc<Shared>,
+    batch: Vec<Queued>,
+    previous: Option<Publishing>,
+) -> Option<Publishing> {
     let started = std::time::Instant::now();
     let writes = batch.len();
     let mut accepted = Vec::with_capacity(batch.len());
@@ -457,15 +481,25 @@ async fn commit_batch(shared: &Shared, batch: Vec<Queued>) {
         plan.changes
     };
     let planned = started.elapsed();
-    if !changes.is_empty() {
-        if let Err(error) = shared.store.commit(&changes).await {
-            tracing::warn!(%error, writes = accepted.len(), "commit failed; nothing was changed");
-            for (reply, _) in accepted {
-                let _ = reply.send(Err(RegistryError::Store(error.clone())));
-            }
-            return;
+    if changes.is_empty() {
+        // Nothing changed, but what the writers saw may be the previous
+        // round's: they are answered once it is published.
+        finish(previous).await;
+        for (reply, written) in accepted {
+            let _ = reply.send(Ok(written));
         }
-        let committed = started.elapsed();
+        return None;
+    }
+    if let Err(error) = shared.store.commit(&changes).await {
+        tracing::warn!(%error, writes = accepted.len(), "commit failed; nothing was changed");
+        for (reply, _) in accepted {
+            let _ = reply.send(Err(RegistryError::Store(error.clone())));
+        }
+        return previous;
+    }
+    let committed = started.elapsed();
+    finish(previous).await;
+    {
         let mut services = Touched::new();
         {
             let mut state = shared.state.write();
@@ -489,28 +523,32 @@ async fn commit_batch(shared: &Shared, batch: Vec<Queued>) {
             shared.changes.send_replace(state.index);
         }
         let index = shared.index.load(Ordering::Acquire);
-        // Observers borrow the state: the read lock is held while they work
-        // (the committer is the only writer).
-        let touched_services = services.len();
-        {
-            let state = shared.state.read();
-            let views: Vec<_> = services
-                .iter()
-                .map(|(name, ids)| service_view(&state, name, ids.as_ref()))
-                .collect();
-            shared.observer.services_changed(&views, index);
-        }
-        tracing::debug!(
-            writes,
-            changes = changes.len(),
-            services = touched_services,
-            plan_us = planned.as_micros() as u64,
-            commit_us = (committed - planned).as_micros() as u64,
-            publish_us = (started.elapsed() - committed).as_micros() as u64,
-            "commit round"
-        );
-    }
-    for (reply, written) in accepted {
-        let _ = reply.send(Ok(written));
+        let shared = shared.clone();
+        let changes = changes.len();
+        Some(tokio::spawn(async move {
+            // Observers borrow the state: the read lock is held while they
+            // work (the next round waits for this task before it applies).
+            let touched_services = services.len();
+            {
+                let state = shared.state.read();
+                let views: Vec<_> = services
+                    .iter()
+                    .map(|(name, ids)| service_view(&state, name, ids.as_ref()))
+                    .collect();
+                shared.observer.services_changed(&views, index);
+            }
+            tracing::debug!(
+                writes,
+                changes,
+                services = touched_services,
+                plan_us = planned.as_micros() as u64,
+                commit_us = (committed - planned).as_micros() as u64,
+                publish_us = (started.elapsed() - committed).as_micros() as u64,
+                "commit round"
+            );
+            for (reply, written) in accepted {
+                let _ = reply.send(Ok(written));
+            }
+        }))
     }
 }
