@@ -900,20 +900,24 @@ mod tests {
         txn.open_table(INSTANCES).unwrap().len().unwrap()
     }
 
+    /// Commits three instances of "web" (indexes 1–3) to a store in `d`
+    /// that never checkpoints, then closes it.
+    async fn three_writes_in_the_log_only(d: &Path) {
+        let store = RedbStore::open(d)
+            .unwrap()
+            .checkpoint_interval(Duration::MAX);
+        for i in 1..=3 {
+            store
+                .commit(&[instance_change("web", &format!("w{i}"), i)])
+                .await
+                .unwrap();
+        }
+    }
+
     #[tokio::test]
     async fn the_log_is_applied_before_loading() {
         let d = dir("replay");
-        {
-            let store = RedbStore::open(&d)
-                .unwrap()
-                .checkpoint_interval(Duration::MAX);
-            for i in 1..=3 {
-                store
-                    .commit(&[instance_change("web", &format!("w{i}"), i)])
-                    .await
-                    .unwrap();
-            }
-        }
+        three_writes_in_the_log_only(&d).await;
         // Acknowledged, but only in the log.
         assert_eq!(stored_instances(&d), 0);
         let store = RedbStore::open(&d).unwrap();
@@ -993,17 +997,7 @@ mod tests {
     #[tokio::test]
     async fn a_damaged_log_is_refused_naming_it() {
         let d = dir("damaged-log");
-        {
-            let store = RedbStore::open(&d)
-                .unwrap()
-                .checkpoint_interval(Duration::MAX);
-            for i in 1..=3 {
-                store
-                    .commit(&[instance_change("web", &format!("w{i}"), i)])
-                    .await
-                    .unwrap();
-            }
-        }
+        three_writes_in_the_log_only(&d).await;
         // Flip a byte inside the first record's payload.
         let wal = d.join(WAL_FILES[0]);
         let mut bytes = std::fs::read(&wal).unwrap();
