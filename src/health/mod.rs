@@ -282,7 +282,7 @@ impl Checker {
         by_id.remove(id);
         if let Some(instance) = instance.filter(|i| !i.spec.checks.is_empty()) {
             let key = (service.clone(), id.clone());
-            let started = self.start(key, instance.spec.checks.clone(), instance.check_health);
+            let started = self.start(key, instance.spec.checks.to_vec(), instance.check_health);
             by_id.insert(id.clone(), started);
         }
     }
@@ -345,7 +345,7 @@ mod tests {
             fall: 1,
         };
         let mut with_check = InstanceSpec::new("10.0.0.1".parse().unwrap(), 80);
-        with_check.checks = vec![check(9)];
+        with_check.checks = Box::new([check(9)]);
         registry
             .put_instance(&web, &a, with_check.clone(), None)
             .await
@@ -372,7 +372,7 @@ mod tests {
         assert_eq!(tasks(&checker), first);
 
         // a's checks change: its probes are replaced.
-        with_check.checks.push(check(10));
+        with_check.checks = Box::new([check(9), check(10)]);
         registry
             .put_instance(&web, &a, with_check, None)
             .await

@@ -329,7 +329,7 @@ pub fn spec_from(
                 format!("{} tags; at most {MAX_TAGS}", parsed.len()),
             ));
         }
-        spec.tags = parsed;
+        spec.tags = parsed.into_boxed_slice();
     }
     if let Some(meta) = f.string_map("meta")? {
         spec.meta = Meta::parse(meta.into_iter().collect::<BTreeMap<_, _>>())?;
@@ -658,13 +658,13 @@ mod tests {
         let mut state = StoredState::default();
         let web = ServiceName::parse("web").unwrap();
         let mut spec = InstanceSpec::new("2001:db8::1".parse().unwrap(), 443);
-        spec.tags = vec![Tag::parse("v2").unwrap()];
+        spec.tags = Box::new([Tag::parse("v2").unwrap()]);
         spec.meta = Meta::parse([("k".to_string(), "v=w".to_string())].into()).unwrap();
         spec.status = Status::OutOfService;
         spec.ttl = std::time::Duration::from_secs(30);
         spec.lease = Some(std::time::Duration::from_millis(1500));
         spec.deregister_after = std::time::Duration::from_secs(90);
-        spec.checks = vec![
+        spec.checks = Box::new([
             Check {
                 target: CheckTarget::Tcp("10.0.0.1:80".into()),
                 interval: std::time::Duration::from_secs(5),
@@ -679,7 +679,7 @@ mod tests {
                 rise: 1,
                 fall: 1,
             },
-        ];
+        ]);
         spec.initial_passing = true;
         let mut instance = spec.into_instance(InstanceId::parse("w1").unwrap(), 3, 7);
         instance.health = Health::Critical;

@@ -331,7 +331,7 @@ impl<'s> Plan<'s> {
                 let Some(existing) = self.instance(&service, &id) else {
                     return Ok(Written::Index(self.index));
                 };
-                if existing.spec.checks != checks || existing.check_health == health {
+                if existing.spec.checks[..] != checks[..] || existing.check_health == health {
                     return Ok(Written::Index(self.index));
                 }
                 Ok(self.put_modified(service, &existing, |i| i.check_health = health))

@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -64,17 +65,19 @@ pub fn parse_label(field: &str, value: &str) -> Result<String, ValidationError> 
     Ok(value.to_ascii_lowercase())
 }
 
+/// Label types hold an `Arc<str>`: 16 bytes, and a copy (the registry's
+/// map key beside the instance's own id, a snapshot beside the registry)
+/// shares the text instead of allocating it again.
 macro_rules! label_type {
     ($(#[$doc:meta])* $name:ident, $field:literal) => {
         $(#[$doc])*
-        #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-        #[serde(transparent)]
-        pub struct $name(String);
+        #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        pub struct $name(Arc<str>);
 
         impl $name {
             /// Parses and lower-cases a label, naming the field on error.
             pub fn parse(value: &str) -> Result<Self, ValidationError> {
-                parse_label($field, value).map(Self)
+                parse_label($field, value).map(|label| Self(label.into()))
             }
 
             /// The label, in lower case.
@@ -86,6 +89,12 @@ macro_rules! label_type {
         impl fmt::Display for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str(&self.0)
+            }
+        }
+
+        impl Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.serialize_str(&self.0)
             }
         }
     };
@@ -109,9 +118,35 @@ label_type!(
 
 /// A cluster (data centre) name: one DNS label that is not a structural label
 /// of the DNS layout (`service`, `instance`, `ns`), so names stay unambiguous.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-#[serde(transparent)]
-pub struct Cluster(String);
+///
+/// Instances of a cluster share one copy of its name ([`intern`]).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Cluster(Arc<str>);
+
+impl Serialize for Cluster {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.0)
+    }
+}
+
+/// Distinct cluster names shared at most; past this, names are not shared
+/// (they are still correct, just not deduplicated).
+const MAX_INTERNED: usize = 4096;
+
+/// The shared copy of cluster name `label`.
+fn intern(label: String) -> Arc<str> {
+    static NAMES: std::sync::LazyLock<parking_lot::Mutex<std::collections::HashSet<Arc<str>>>> =
+        std::sync::LazyLock::new(Default::default);
+    let mut names = NAMES.lock();
+    if let Some(shared) = names.get(label.as_str()) {
+        return shared.clone();
+    }
+    let label: Arc<str> = label.into();
+    if names.len() < MAX_INTERNED {
+        names.insert(label.clone());
+    }
+    label
+}
 
 /// Labels that name parts of the DNS layout and so cannot be cluster names.
 pub const RESERVED_CLUSTER_NAMES: [&str; 3] = ["service", "instance", "ns"];
@@ -126,7 +161,7 @@ impl Cluster {
                 format!("{label:?} is reserved by the DNS layout"),
             ));
         }
-        Ok(Self(label))
+        Ok(Self(intern(label)))
     }
 
     /// Parses a cluster name given in the `cluster` field.
@@ -142,7 +177,7 @@ impl Cluster {
 
 impl Default for Cluster {
     fn default() -> Self {
-        Self(DEFAULT_CLUSTER.to_string())
+        Self(intern(DEFAULT_CLUSTER.to_string()))
     }
 }
 
@@ -374,7 +409,7 @@ pub struct InstanceSpec {
     /// Tier: lower is tried first (0..=65535).
     pub priority: u16,
     /// Filters usable in DNS names (`v2.web.service.internal`), sorted, unique.
-    pub tags: Vec<Tag>,
+    pub tags: Box<[Tag]>,
     /// Free-form key=value pairs, served as TXT.
     pub meta: Meta,
     /// The cluster it runs in.
@@ -389,7 +424,7 @@ pub struct InstanceSpec {
     /// How long a critical instance stays before it is removed.
     pub deregister_after: Duration,
     /// Active checks; the instance's check health is the worst of them.
-    pub checks: Vec<Check>,
+    pub checks: Box<[Check]>,
     /// Whether an instance with checks is served before its first check
     /// passes (`initial: passing`); by default it is not.
     pub initial_passing: bool,
@@ -440,14 +475,14 @@ impl InstanceSpec {
             port,
             weight: DEFAULT_WEIGHT,
             priority: DEFAULT_PRIORITY,
-            tags: Vec::new(),
+            tags: Box::default(),
             meta: Meta::default(),
             cluster: Cluster::default(),
             ttl: DEFAULT_TTL,
             status: Status::default(),
             lease: None,
             deregister_after: DEFAULT_DEREGISTER_AFTER,
-            checks: Vec::new(),
+            checks: Box::default(),
             initial_passing: false,
         }
     }

@@ -179,7 +179,7 @@ pub(crate) mod battery {
         let mut spec = InstanceSpec::new("10.0.0.5".parse().unwrap(), port);
         spec.weight = 7;
         spec.priority = 3;
-        spec.tags = vec![Tag::parse("v2").unwrap()];
+        spec.tags = Box::new([Tag::parse("v2").unwrap()]);
         spec.meta = Meta::parse([("version".to_string(), "1.4".to_string())].into()).unwrap();
         spec.cluster = Cluster::parse("dc2").unwrap();
         spec.ttl = Duration::from_secs(30);
