@@ -125,6 +125,9 @@ struct Inner {
     _lock: File,
 }
 
+/// A checkpoint thread.
+type Checkpoint = JoinHandle<Result<(), StoreError>>;
+
 /// The log's side of the store.
 struct Log {
     wal: Wal,
@@ -134,17 +137,13 @@ struct Log {
     since: Instant,
     /// How long a change may wait for a checkpoint (tests shorten it).
     every: Duration,
-    /// The checkpoint running, if any.
-    running: Option<JoinHandle<Result<(), Failed>>>,
+    /// The checkpoint running, if any, and the payloads it applies. They
+    /// stay here until it has succeeded: a checkpoint that fails, panics or
+    /// cannot start gives them back to `pending`.
+    running: Option<(Checkpoint, Arc<[Vec<u8>]>)>,
     /// Whether every record in the file the log is not writing is in the
     /// redb file, so the log may roll into it.
     other_applied: bool,
-}
-
-/// A checkpoint that failed, with the payloads it had, to be tried again.
-struct Failed {
-    error: StoreError,
-    payloads: Vec<Vec<u8>>,
 }
 
 impl std::fmt::Debug for RedbStore {
@@ -442,31 +441,40 @@ impl Inner {
 impl Log {
     /// Takes the result of a checkpoint that has ended, if any.
     fn reap(&mut self) {
-        if self.running.as_ref().is_some_and(JoinHandle::is_finished) {
+        if self
+            .running
+            .as_ref()
+            .is_some_and(|(thread, _)| thread.is_finished())
+        {
             self.wait();
         }
     }
 
     /// Waits for the checkpoint running, if any, and takes its result.
     fn wait(&mut self) {
-        let Some(running) = self.running.take() else {
+        let Some((thread, payloads)) = self.running.take() else {
             return;
         };
-        let result = running.join().unwrap_or_else(|_| {
-            Err(Failed {
-                error: StoreError::Unavailable("the checkpoint thread panicked".into()),
-                payloads: Vec::new(),
-            })
+        let result = thread.join().unwrap_or_else(|_| {
+            Err(StoreError::Unavailable(
+                "the checkpoint thread panicked".into(),
+            ))
         });
         match result {
             Ok(()) => self.other_applied = true,
-            Err(Failed { error, payloads }) => {
+            Err(error) => {
                 tracing::warn!(%error, "checkpoint failed; its changes stay in the log and are tried again");
-                let mut all = payloads;
-                all.append(&mut self.pending);
-                self.pending = all;
+                self.give_back(&payloads);
             }
         }
+    }
+
+    /// Puts the payloads of a checkpoint that did not happen back in front
+    /// of `pending`, so the next checkpoint applies them.
+    fn give_back(&mut self, payloads: &[Vec<u8>]) {
+        let mut all = payloads.to_vec();
+        all.append(&mut self.pending);
+        self.pending = all;
     }
 
     /// Hands everything pending to a checkpoint thread. The log first moves
@@ -481,16 +489,16 @@ impl Log {
             }
             self.other_applied = false;
         }
-        let payloads = std::mem::take(&mut self.pending);
+        let payloads: Arc<[Vec<u8>]> = std::mem::take(&mut self.pending).into();
         let upto = self.wal.last_seq();
         let db = db.clone();
+        let applied = payloads.clone();
         let spawned = std::thread::Builder::new()
             .name("checkpoint".into())
             .spawn(move || {
                 let started = Instant::now();
-                let records = payloads.len();
-                let result =
-                    checkpoint(&db, &payloads, upto).map_err(|error| Failed { error, payloads });
+                let records = applied.len();
+                let result = checkpoint(&db, &applied, upto);
                 tracing::debug!(
                     records,
                     upto,
@@ -501,9 +509,10 @@ impl Log {
                 result
             });
         match spawned {
-            Ok(handle) => self.running = Some(handle),
+            Ok(thread) => self.running = Some((thread, payloads)),
             Err(error) => {
                 tracing::warn!(%error, "cannot start a checkpoint thread");
+                self.give_back(&payloads);
             }
         }
     }
