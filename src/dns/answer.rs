@@ -7,6 +7,7 @@ use hickory_proto::rr::rdata::SRV;
 use hickory_proto::rr::{LowerName, Name, RData, Record, RecordType};
 use rand::rngs::SmallRng;
 
+use super::registry_zone::address_record;
 use crate::projection::ServiceRecords;
 
 /// One question, as a zone sees it.
@@ -67,6 +68,34 @@ pub struct ServiceAnswer {
     pub ttl: u32,
 }
 
+impl ServiceAnswer {
+    /// Appends the answer as records: SRV or A/AAAA at `qname` (the
+    /// question's name as the client wrote it) to `answers`, and for SRV
+    /// each target's address to `additional`.
+    pub fn push_records(
+        &self,
+        qname: &Name,
+        answers: &mut Vec<Record>,
+        additional: &mut Vec<Record>,
+    ) {
+        for &n in &self.order {
+            let instance = &self.records.instances[n as usize];
+            if self.srv {
+                let c = instance.candidate;
+                let srv = SRV::new(c.priority, c.weight, instance.port, instance.target());
+                answers.push(Record::from_rdata(qname.clone(), self.ttl, RData::SRV(srv)));
+                additional.push(address_record(
+                    instance.target(),
+                    instance.ttl,
+                    instance.address,
+                ));
+            } else {
+                answers.push(address_record(qname.clone(), self.ttl, instance.address));
+            }
+        }
+    }
+}
+
 impl Answer {
     /// Whether the answer section is empty (NODATA when the name exists).
     pub fn no_answers(&self) -> bool {
@@ -81,29 +110,7 @@ impl Answer {
         };
         let mut answers = Vec::with_capacity(service.order.len() + self.answers.len());
         let mut additional = Vec::new();
-        for &n in &service.order {
-            let instance = &service.records.instances[n as usize];
-            if service.srv {
-                let c = instance.candidate;
-                let srv = SRV::new(c.priority, c.weight, instance.port, instance.target());
-                answers.push(Record::from_rdata(
-                    qname.clone(),
-                    service.ttl,
-                    RData::SRV(srv),
-                ));
-                additional.push(super::registry_zone::address_record(
-                    instance.target(),
-                    instance.ttl,
-                    instance.address,
-                ));
-            } else {
-                answers.push(super::registry_zone::address_record(
-                    qname.clone(),
-                    service.ttl,
-                    instance.address,
-                ));
-            }
-        }
+        service.push_records(qname, &mut answers, &mut additional);
         answers.append(&mut self.answers);
         self.answers = answers;
         additional.append(&mut self.additional);

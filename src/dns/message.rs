@@ -24,13 +24,6 @@ use hickory_proto::serialize::binary::{BinEncodable, BinEncoder};
 use super::answer::{Answer, ServiceAnswer};
 use super::wire::{name_len, opt_len};
 
-/// How service answers name their owner.
-#[derive(Clone, Copy)]
-struct Owner<'a> {
-    /// The question's name when it was copied plain (a pointer reaches it).
-    qname: Option<&'a Name>,
-}
-
 /// A or AAAA, by the address's family.
 fn address_type(address: &IpAddr) -> RecordType {
     match address {
@@ -162,22 +155,22 @@ impl Encoder {
                 .enumerate()
         {
             if let Some(service) = answer.service.as_ref().filter(|_| section != 1) {
-                let owner = Owner {
-                    qname: qname.filter(|_| plain_question),
-                };
-                let wrote = if section == 0 {
-                    self.service_answers(out, service, owner, qname, room, &mut targets)
+                let (wrote, all) = if section == 0 {
+                    let wrote = self.service_answers(
+                        out,
+                        service,
+                        qname,
+                        plain_question,
+                        room,
+                        &mut targets,
+                    );
+                    (wrote, service.order.len())
                 } else {
-                    self.service_addresses(out, service, &targets, room)
+                    let wrote = self.service_addresses(out, service, &targets, room);
+                    (wrote, targets.len())
                 };
                 counts[section] += wrote;
-                if usize::from(wrote)
-                    < if section == 0 {
-                        service.order.len()
-                    } else {
-                        targets.len()
-                    }
-                {
+                if usize::from(wrote) < all {
                     truncated = section < 2;
                     break 'sections;
                 }
@@ -203,15 +196,16 @@ impl Encoder {
         Written { truncated }
     }
 
-    /// Writes `service`'s answer records (SRV or A/AAAA) while they fit in
-    /// `room`; returns how many. Notes in `targets` where each SRV target
-    /// went.
+    /// Writes `service`'s answer records (SRV or A/AAAA) at `qname` while
+    /// they fit in `room`; returns how many. A `plain_question` (copied as
+    /// a name without pointers) is pointed at. Notes in `targets` where
+    /// each SRV target went.
     fn service_answers(
         &mut self,
         out: &mut Vec<u8>,
         service: &ServiceAnswer,
-        owner: Owner<'_>,
         qname: Option<&Name>,
+        plain_question: bool,
         room: usize,
         targets: &mut Vec<Option<u16>>,
     ) -> u16 {
@@ -220,11 +214,13 @@ impl Encoder {
             let instance = &service.records.instances[n as usize];
             let start = out.len();
             let known = self.filled.len();
-            match (owner.qname, qname) {
+            match qname {
                 // The question's name, as asked: a pointer to it.
-                (Some(_), _) => out.extend_from_slice(&(0xC000 | HEADER_LEN as u16).to_be_bytes()),
-                (None, Some(qname)) => self.name(out, qname, true),
-                (None, None) => out.push(0),
+                Some(_) if plain_question => {
+                    out.extend_from_slice(&(0xC000 | HEADER_LEN as u16).to_be_bytes())
+                }
+                Some(qname) => self.name(out, qname, true),
+                None => out.push(0),
             }
             let rtype = if service.srv {
                 RecordType::SRV

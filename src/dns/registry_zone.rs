@@ -455,35 +455,19 @@ impl RegistryZone {
             .map(|&n| service.instances[n].ttl)
             .min()
             .unwrap_or(0);
+        let service = ServiceAnswer {
+            records: service.clone(),
+            order: ordered.iter().map(|&o| picked[o] as u32).collect(),
+            srv: qtype == RecordType::SRV,
+            ttl,
+        };
         if q.qtype == qtype {
-            // Asked for directly (not part of ANY): the writer takes the
-            // projection's data as it is.
-            answer.service = Some(ServiceAnswer {
-                records: service.clone(),
-                order: ordered.iter().map(|&o| picked[o] as u32).collect(),
-                srv: qtype == RecordType::SRV,
-                ttl,
-            });
-            return;
-        }
-        for &o in &ordered {
-            let instance = &service.instances[picked[o]];
-            if qtype == RecordType::SRV {
-                let c = instance.candidate;
-                let srv = SRV::new(c.priority, c.weight, instance.port, instance.target());
-                answer
-                    .answers
-                    .push(Record::from_rdata(q.name.clone(), ttl, RData::SRV(srv)));
-                answer.additional.push(address_record(
-                    instance.target(),
-                    instance.ttl,
-                    instance.address,
-                ));
-            } else {
-                answer
-                    .answers
-                    .push(address_record(q.name.clone(), ttl, instance.address));
-            }
+            // Asked for directly: the writer takes the projection's data as
+            // it is.
+            answer.service = Some(service);
+        } else {
+            // Part of ANY, after and before other types: records, in place.
+            service.push_records(q.name, &mut answer.answers, &mut answer.additional);
         }
     }
 
