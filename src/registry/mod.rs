@@ -486,15 +486,7 @@ fn service_view<'a>(
 
 /// The state of `name` in `state` (empty when it does not exist).
 fn service_state(state: &StoredState, name: &ServiceName) -> ServiceState {
-    ServiceState {
-        name: name.clone(),
-        settings: state.settings.get(name).cloned(),
-        instances: state
-            .instances
-            .get(name)
-            .map(|m| m.values().cloned().collect())
-            .unwrap_or_default(),
-    }
+    service_view(state, name, None).to_state()
 }
 
 #[cfg(test)]
