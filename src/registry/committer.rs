@@ -499,56 +499,54 @@ async fn commit_batch(
     }
     let committed = started.elapsed();
     finish(previous).await;
+    let mut services = Touched::new();
     {
-        let mut services = Touched::new();
-        {
-            let mut state = shared.state.write();
-            for change in &changes {
-                touched(change, &state, &mut services);
-                state.apply(change);
-            }
-            shared.index.store(state.index, Ordering::Release);
-            let mut log = shared.events.lock();
-            for change in &changes {
-                log.push(change.into());
-            }
-            drop(log);
-            let now = tokio::time::Instant::now();
-            let mut leases = shared.leases.lock();
-            for change in &changes {
-                leases.apply(change, now);
-            }
-            drop(leases);
-            shared.lease_moved.notify_one();
-            shared.changes.send_replace(state.index);
+        let mut state = shared.state.write();
+        for change in &changes {
+            touched(change, &state, &mut services);
+            state.apply(change);
         }
-        let index = shared.index.load(Ordering::Acquire);
-        let shared = shared.clone();
-        let changes = changes.len();
-        Some(tokio::spawn(async move {
-            // Observers borrow the state: the read lock is held while they
-            // work (the next round waits for this task before it applies).
-            let touched_services = services.len();
-            {
-                let state = shared.state.read();
-                let views: Vec<_> = services
-                    .iter()
-                    .map(|(name, ids)| service_view(&state, name, ids.as_ref()))
-                    .collect();
-                shared.observer.services_changed(&views, index);
-            }
-            tracing::debug!(
-                writes,
-                changes,
-                services = touched_services,
-                plan_us = planned.as_micros() as u64,
-                commit_us = (committed - planned).as_micros() as u64,
-                publish_us = (started.elapsed() - committed).as_micros() as u64,
-                "commit round"
-            );
-            for (reply, written) in accepted {
-                let _ = reply.send(Ok(written));
-            }
-        }))
+        shared.index.store(state.index, Ordering::Release);
+        let mut log = shared.events.lock();
+        for change in &changes {
+            log.push(change.into());
+        }
+        drop(log);
+        let now = tokio::time::Instant::now();
+        let mut leases = shared.leases.lock();
+        for change in &changes {
+            leases.apply(change, now);
+        }
+        drop(leases);
+        shared.lease_moved.notify_one();
+        shared.changes.send_replace(state.index);
     }
+    let index = shared.index.load(Ordering::Acquire);
+    let shared = shared.clone();
+    let changes = changes.len();
+    Some(tokio::spawn(async move {
+        // Observers borrow the state: the read lock is held while they
+        // work (the next round waits for this task before it applies).
+        let touched_services = services.len();
+        {
+            let state = shared.state.read();
+            let views: Vec<_> = services
+                .iter()
+                .map(|(name, ids)| service_view(&state, name, ids.as_ref()))
+                .collect();
+            shared.observer.services_changed(&views, index);
+        }
+        tracing::debug!(
+            writes,
+            changes,
+            services = touched_services,
+            plan_us = planned.as_micros() as u64,
+            commit_us = (committed - planned).as_micros() as u64,
+            publish_us = (started.elapsed() - committed).as_micros() as u64,
+            "commit round"
+        );
+        for (reply, written) in accepted {
+            let _ = reply.send(Ok(written));
+        }
+    }))
 }
