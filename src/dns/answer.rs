@@ -82,15 +82,12 @@ impl ServiceAnswer {
             let instance = &self.records.instances[n as usize];
             if self.srv {
                 let c = instance.candidate;
-                let srv = SRV::new(c.priority, c.weight, instance.port, instance.target());
+                let target = self.records.target(instance);
+                let srv = SRV::new(c.priority, c.weight, instance.port(), target.clone());
                 answers.push(Record::from_rdata(qname.clone(), self.ttl, RData::SRV(srv)));
-                additional.push(address_record(
-                    instance.target(),
-                    instance.ttl,
-                    instance.address,
-                ));
+                additional.push(address_record(target, instance.ttl(), instance.address()));
             } else {
-                answers.push(address_record(qname.clone(), self.ttl, instance.address));
+                answers.push(address_record(qname.clone(), self.ttl, instance.address()));
             }
         }
     }

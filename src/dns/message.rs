@@ -225,7 +225,7 @@ impl Encoder {
             let rtype = if service.srv {
                 RecordType::SRV
             } else {
-                address_type(&instance.address)
+                address_type(&instance.address())
             };
             out.extend_from_slice(&u16::from(rtype).to_be_bytes());
             out.extend_from_slice(&1u16.to_be_bytes()); // IN
@@ -233,17 +233,17 @@ impl Encoder {
             let target_at;
             if service.srv {
                 let c = instance.candidate;
-                let len = 6 + instance.target_wire.len();
+                let len = 6 + service.records.target_len(instance);
                 out.extend_from_slice(&(len as u16).to_be_bytes());
                 out.extend_from_slice(&c.priority.to_be_bytes());
                 out.extend_from_slice(&c.weight.to_be_bytes());
-                out.extend_from_slice(&instance.port.to_be_bytes());
+                out.extend_from_slice(&instance.port().to_be_bytes());
                 target_at = out.len();
                 // RFC 2782: the target is not compressed.
-                out.extend_from_slice(&instance.target_wire);
+                service.records.write_target(instance, out);
             } else {
                 target_at = usize::MAX;
-                write_address(out, &instance.address);
+                write_address(out, &instance.address());
             }
             if out.len() > room {
                 self.undo(out, start, known);
@@ -276,12 +276,13 @@ impl Encoder {
             let start = out.len();
             match target {
                 Some(at) => out.extend_from_slice(&(0xC000 | at).to_be_bytes()),
-                None => out.extend_from_slice(&instance.target_wire),
+                None => service.records.write_target(instance, out),
             }
-            out.extend_from_slice(&u16::from(address_type(&instance.address)).to_be_bytes());
+            let address = instance.address();
+            out.extend_from_slice(&u16::from(address_type(&address)).to_be_bytes());
             out.extend_from_slice(&1u16.to_be_bytes()); // IN
-            out.extend_from_slice(&instance.ttl.to_be_bytes());
-            write_address(out, &instance.address);
+            out.extend_from_slice(&instance.ttl().to_be_bytes());
+            write_address(out, &address);
             if out.len() > room {
                 out.truncate(start);
                 return wrote;

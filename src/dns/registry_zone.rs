@@ -273,19 +273,21 @@ impl RegistryZone {
                 }
                 match qtype {
                     RecordType::A | RecordType::AAAA
-                        if family_matches(qtype, &instance.address) =>
+                        if family_matches(qtype, &instance.address()) =>
                     {
                         answer.answers.push(address_record(
                             q.name.clone(),
-                            instance.ttl,
-                            instance.address,
+                            instance.ttl(),
+                            instance.address(),
                         ));
                     }
                     RecordType::TXT => {
                         let txt = RData::TXT(instance.txt());
-                        answer
-                            .answers
-                            .push(Record::from_rdata(q.name.clone(), instance.ttl, txt));
+                        answer.answers.push(Record::from_rdata(
+                            q.name.clone(),
+                            instance.ttl(),
+                            txt,
+                        ));
                     }
                     _ => {}
                 }
@@ -315,7 +317,7 @@ impl RegistryZone {
             (Node::DnssdInstance { service, index }, RecordType::SRV | RecordType::TXT) => {
                 let instance = &service.instances[*index];
                 if instance.served {
-                    let (records, extra) = dnssd_instance(q.name, instance);
+                    let (records, extra) = dnssd_instance(q.name, service, instance);
                     answer
                         .answers
                         .extend(records.into_iter().filter(|r| r.record_type() == qtype));
@@ -339,7 +341,7 @@ impl RegistryZone {
                     .instances
                     .iter()
                     .filter(|i| i.served)
-                    .map(|i| i.ttl)
+                    .map(InstanceRecords::ttl)
                     .min()
                     .unwrap_or(0);
                 for instance in service.instances.iter().filter(|i| i.served) {
@@ -354,7 +356,7 @@ impl RegistryZone {
                         ttl,
                         RData::PTR(PTR(owner.clone())),
                     ));
-                    let (records, extra) = dnssd_instance(&owner, instance);
+                    let (records, extra) = dnssd_instance(&owner, service, instance);
                     answer.additional.extend(records);
                     answer.additional.extend(extra);
                 }
@@ -379,7 +381,7 @@ impl RegistryZone {
                         .filter(|(_, i)| {
                             (if healthy { i.served } else { i.up })
                                 && tag.is_none_or(|t| i.has_tag(t))
-                                && (qtype == RecordType::SRV || family_matches(qtype, &i.address))
+                                && (qtype == RecordType::SRV || family_matches(qtype, &i.address()))
                         })
                         .map(|(n, _)| n)
                         .collect()
@@ -452,7 +454,7 @@ impl RegistryZone {
         // RFC 2181 §5.2: one TTL for the whole RRset, the smallest asked for.
         let ttl = picked
             .iter()
-            .map(|&n| service.instances[n].ttl)
+            .map(|&n| service.instances[n].ttl())
             .min()
             .unwrap_or(0);
         let service = ServiceAnswer {
@@ -518,18 +520,19 @@ const BROWSE_TTL: u32 = 5;
 
 /// A DNS-SD instance's SRV and TXT at `owner`, and its address (for
 /// Additional).
-fn dnssd_instance(owner: &Name, instance: &InstanceRecords) -> (Vec<Record>, Vec<Record>) {
+fn dnssd_instance(
+    owner: &Name,
+    service: &ServiceRecords,
+    instance: &InstanceRecords,
+) -> (Vec<Record>, Vec<Record>) {
     let c = instance.candidate;
-    let srv = SRV::new(c.priority, c.weight, instance.port, instance.target());
+    let (target, ttl) = (service.target(instance), instance.ttl());
+    let srv = SRV::new(c.priority, c.weight, instance.port(), target.clone());
     let records = vec![
-        Record::from_rdata(owner.clone(), instance.ttl, RData::SRV(srv)),
-        Record::from_rdata(owner.clone(), instance.ttl, RData::TXT(instance.txt())),
+        Record::from_rdata(owner.clone(), ttl, RData::SRV(srv)),
+        Record::from_rdata(owner.clone(), ttl, RData::TXT(instance.txt())),
     ];
-    let extra = vec![address_record(
-        instance.target(),
-        instance.ttl,
-        instance.address,
-    )];
+    let extra = vec![address_record(target, ttl, instance.address())];
     (records, extra)
 }
 

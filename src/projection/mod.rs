@@ -30,53 +30,44 @@ pub struct ProjectionConfig {
     pub cluster: String,
 }
 
-/// One instance, ready to be answered.
+/// One instance, ready to be answered: 32 bytes beside the registration it
+/// was built from. Its address, port, TTL, tags and meta are read from that
+/// registration, and its SRV target is its id before the service's
+/// [`ServiceRecords::target_suffix`]: a copy of either per instance would
+/// cost more memory than the rest of the projection (a million instances are
+/// a target size).
 #[derive(Debug, Clone)]
 pub struct InstanceRecords {
     /// The registration these records were built from, shared with the
-    /// registry: while the registry still holds this very allocation, the
-    /// records are current and a rebuild keeps them.
+    /// registry.
     pub source: Arc<Instance>,
-    /// A or AAAA data.
-    pub address: IpAddr,
-    /// SRV port.
-    pub port: u16,
-    /// TTL of every record about it, in seconds.
-    pub ttl: u32,
-    /// Whether DNS may hand it out (status and, later, health).
+    /// Priority, weight and hash key, for ordering and SRV.
+    pub candidate: Candidate,
+    /// Whether DNS may hand it out (status and health).
     pub served: bool,
     /// Whether its status is UP, whatever its health (for fail-open).
     pub up: bool,
-    /// Its tags, sorted.
-    pub tags: Box<[Arc<str>]>,
-    /// Priority, weight and hash key, for ordering and SRV.
-    pub candidate: Candidate,
-    /// Its own name, the SRV target, `<id>.<service>.instance[.<cluster>].<domain>`,
-    /// in wire form (lower case, uncompressed): the writer copies it into
-    /// SRV answers as it is. [`InstanceRecords::target`] gives it as a name.
-    pub target_wire: Box<[u8]>,
 }
 
 impl InstanceRecords {
-    /// Its own name, the SRV target (for answers built as records).
-    pub fn target(&self) -> Name {
-        let mut labels = Vec::with_capacity(8);
-        let mut wire = &self.target_wire[..];
-        while let Some((&len, rest)) = wire.split_first()
-            && len > 0
-        {
-            let (label, next) = rest.split_at(usize::from(len));
-            labels.push(label);
-            wire = next;
-        }
-        let mut name = Name::from_labels(labels).expect("built from a valid name");
-        name.set_fqdn(true);
-        name
-    }
-
     /// Its id (lower case).
     pub fn id(&self) -> &str {
         self.source.id.as_str()
+    }
+
+    /// A or AAAA data.
+    pub fn address(&self) -> IpAddr {
+        self.source.spec.address
+    }
+
+    /// SRV port.
+    pub fn port(&self) -> u16 {
+        self.source.spec.port
+    }
+
+    /// TTL of every record about it, in seconds.
+    pub fn ttl(&self) -> u32 {
+        u32::try_from(self.source.spec.ttl.as_secs()).unwrap_or(u32::MAX)
     }
 
     /// Its meta as TXT strings `key=value` (one empty string when it has
@@ -93,7 +84,11 @@ impl InstanceRecords {
 
     /// Whether it carries `tag`.
     pub fn has_tag(&self, tag: &str) -> bool {
-        self.tags.binary_search_by(|t| (**t).cmp(tag)).is_ok()
+        self.source
+            .spec
+            .tags
+            .binary_search_by(|t| t.as_str().cmp(tag))
+            .is_ok()
     }
 }
 
@@ -110,17 +105,21 @@ pub struct ServiceRecords {
     rotation: Arc<AtomicU64>,
     /// Every registered instance in this cluster, served or not, sorted by
     /// priority then id (the order `order::order` expects).
-    pub instances: Vec<Arc<InstanceRecords>>,
+    pub instances: Box<[InstanceRecords]>,
     /// Positions in `instances`, ordered by id (searched by id).
     by_id: Box<[u32]>,
     /// Every tag any instance carries.
     tags: HashSet<Arc<str>>,
+    /// What follows an instance's id in its name, the SRV target:
+    /// `<service>.instance[.<cluster>].<domain>`, in wire form (lower case,
+    /// uncompressed, ending in the root label).
+    target_suffix: Box<[u8]>,
 }
 
 impl ServiceRecords {
     /// The instance `id`, served or not.
     pub fn instance(&self, id: &str) -> Option<&InstanceRecords> {
-        self.position(id).map(|i| &*self.instances[i])
+        self.position(id).map(|i| &self.instances[i])
     }
 
     /// The position of instance `id` in `instances`.
@@ -131,9 +130,36 @@ impl ServiceRecords {
             .map(|found| self.by_id[found] as usize)
     }
 
-    #[cfg(test)]
-    fn instance_arc(&self, id: &str) -> Option<Arc<InstanceRecords>> {
-        self.position(id).map(|i| self.instances[i].clone())
+    /// The length of `instance`'s SRV target in wire form.
+    pub fn target_len(&self, instance: &InstanceRecords) -> usize {
+        1 + instance.id().len() + self.target_suffix.len()
+    }
+
+    /// Appends `instance`'s SRV target, `<id>.<service>.instance[.<cluster>].<domain>`,
+    /// in wire form (uncompressed, as RFC 2782 asks of SRV targets).
+    pub fn write_target(&self, instance: &InstanceRecords, out: &mut Vec<u8>) {
+        let id = instance.id().as_bytes();
+        out.push(id.len() as u8);
+        out.extend_from_slice(id);
+        out.extend_from_slice(&self.target_suffix);
+    }
+
+    /// `instance`'s SRV target as a name (for answers built as records).
+    pub fn target(&self, instance: &InstanceRecords) -> Name {
+        let mut wire = Vec::with_capacity(self.target_len(instance));
+        self.write_target(instance, &mut wire);
+        let mut labels = Vec::with_capacity(8);
+        let mut rest = &wire[..];
+        while let Some((&len, after)) = rest.split_first()
+            && len > 0
+        {
+            let (label, next) = after.split_at(usize::from(len));
+            labels.push(label);
+            rest = next;
+        }
+        let mut name = Name::from_labels(labels).expect("built from a valid name");
+        name.set_fqdn(true);
+        name
     }
 
     /// Whether any instance carries `tag`.
@@ -321,8 +347,8 @@ impl Projection {
     }
 
     /// Rebuilds each of `services` in every cluster it was or is in, and
-    /// publishes once. Instances whose registration did not change (same id
-    /// and modify index) keep their ready-made records.
+    /// publishes once. Services not among them keep their records as they
+    /// are (the very allocations).
     pub fn rebuild(&self, services: &[ServiceView<'_>], index: u64) {
         let _writer = self.writer.lock();
         let mut next = Snapshot::clone(&self.current.load());
@@ -389,46 +415,31 @@ impl Projection {
         old: Option<&ServiceRecords>,
         instances: &[&Arc<Instance>],
     ) -> ServiceRecords {
-        // `instances` come in id order (`ServiceView`'s contract), and so
-        // does `old.by_id`: one merge finds the records to keep, by pointer
-        // (same registration) before any id comparison.
-        let mut kept = old
-            .map(|o| o.by_id.iter().map(|&i| &o.instances[i as usize]))
-            .into_iter()
-            .flatten()
-            .peekable();
-        let by_id_order: Vec<Arc<InstanceRecords>> = instances
-            .iter()
-            .map(|&i| {
-                while let Some(k) = kept.peek() {
-                    if Arc::ptr_eq(&k.source, i) {
-                        return kept.next().expect("peeked").clone();
-                    }
-                    if k.id() >= i.id.as_str() {
-                        break;
-                    }
-                    kept.next();
-                }
-                Arc::new(self.instance_records(service, cluster, i))
-            })
-            .collect();
-        // A stable sort by priority alone leaves ids in order within a
-        // priority; `by_id` is then the inverse of that permutation.
+        // `instances` come in id order (`ServiceView`'s contract). A stable
+        // sort by priority alone leaves ids in order within a priority;
+        // `by_id` is then the inverse of that permutation.
         debug_assert!(
-            by_id_order.is_sorted_by(|a, b| a.id() < b.id()),
+            instances.is_sorted_by(|a, b| a.id < b.id),
             "ServiceView::instances must be in id order"
         );
+        let by_id_order: Vec<InstanceRecords> = instances
+            .iter()
+            .map(|&i| instance_records(service, cluster, i))
+            .collect();
         let mut order: Vec<u32> = (0..by_id_order.len() as u32).collect();
         order.sort_by_key(|&r| by_id_order[r as usize].candidate.priority);
         let mut by_id = vec![0u32; order.len()];
         for (position, &rank) in order.iter().enumerate() {
             by_id[rank as usize] = position as u32;
         }
-        let built: Vec<_> = order
+        let built: Box<[InstanceRecords]> = order
             .iter()
             .map(|&r| by_id_order[r as usize].clone())
             .collect();
-        let tags = built.iter().flat_map(|i| i.tags.iter().cloned()).collect();
+        let tags = instances
+            .iter()
+            .flat_map(|i| i.spec.tags.iter().map(|t| Arc::<str>::from(t.as_str())))
+            .collect();
         ServiceRecords {
             lb: settings.lb,
             failover: settings
@@ -441,48 +452,45 @@ impl Projection {
             instances: built,
             by_id: by_id.into_boxed_slice(),
             tags,
+            target_suffix: self.target_suffix(service, cluster),
         }
     }
 
-    fn instance_records(
-        &self,
-        service: &str,
-        cluster: &str,
-        instance: &Arc<Instance>,
-    ) -> InstanceRecords {
-        let id = instance.id.as_str();
-        let mut labels: Vec<&str> = vec![id, service, "instance"];
+    /// `<service>.instance[.<cluster>].<domain>` in wire form.
+    fn target_suffix(&self, service: &str, cluster: &str) -> Box<[u8]> {
+        let mut labels: Vec<&str> = vec![service, "instance"];
         if cluster != self.config.cluster {
             labels.push(cluster);
         }
-        let target = Name::from_labels(labels.iter().map(|l| l.as_bytes()))
-            .and_then(|n| n.append_domain(&self.config.domain))
-            .expect("validated labels under a valid domain form a valid name");
-        let spec = &instance.spec;
-        let mut target_wire = Vec::with_capacity(target.len() + 1);
-        for label in target.iter() {
-            target_wire.push(label.len() as u8);
-            target_wire.extend_from_slice(label);
+        let mut wire = Vec::with_capacity(64);
+        for label in labels {
+            wire.push(label.len() as u8);
+            wire.extend_from_slice(label.as_bytes());
         }
-        target_wire.push(0);
-        InstanceRecords {
-            target_wire: target_wire.into_boxed_slice(),
-            source: instance.clone(),
-            address: spec.address,
-            port: spec.port,
-            ttl: u32::try_from(spec.ttl.as_secs()).unwrap_or(u32::MAX),
-            served: instance.is_served(),
-            up: instance.spec.status.is_served(),
-            tags: spec.tags.iter().map(|t| t.as_str().into()).collect(),
-            candidate: Candidate {
-                // DESIGN §3: an instance in warning drops one priority tier.
-                priority: spec
-                    .priority
-                    .saturating_add(u16::from(instance.effective_health() == Health::Warning)),
-                weight: spec.weight,
-                key: instance_key(service, cluster, id),
-            },
+        for label in self.config.domain.iter() {
+            wire.push(label.len() as u8);
+            wire.extend_from_slice(label);
         }
+        wire.push(0);
+        wire.into_boxed_slice()
+    }
+}
+
+/// The records of `instance` of `service` in `cluster`.
+fn instance_records(service: &str, cluster: &str, instance: &Arc<Instance>) -> InstanceRecords {
+    let spec = &instance.spec;
+    InstanceRecords {
+        source: instance.clone(),
+        served: instance.is_served(),
+        up: spec.status.is_served(),
+        candidate: Candidate {
+            // DESIGN §3: an instance in warning drops one priority tier.
+            priority: spec
+                .priority
+                .saturating_add(u16::from(instance.effective_health() == Health::Warning)),
+            weight: spec.weight,
+            key: instance_key(service, cluster, instance.id.as_str()),
+        },
     }
 }
 
@@ -602,8 +610,9 @@ mod tests {
             second.local().service("web").unwrap(),
         );
         for id in ["a", "b", "d", "f"] {
-            let (a, b) = (old.instance_arc(id).unwrap(), new.instance_arc(id).unwrap());
-            assert!(Arc::ptr_eq(&a, &b), "{id} kept");
+            let (a, b) = (old.instance(id).unwrap(), new.instance(id).unwrap());
+            assert!(Arc::ptr_eq(&a.source, &b.source), "{id} kept");
+            assert_eq!(a.candidate, b.candidate, "{id}");
         }
         assert!(new.instance("e").is_none());
         assert_eq!(new.instance("c").unwrap().candidate.priority, 0);
@@ -647,16 +656,13 @@ mod tests {
             1,
         );
         let s = p.load();
-        let a = s.local().service("web").unwrap().instance("a").unwrap();
-        assert_eq!(a.target().to_ascii(), "a.web.instance.internal.");
-        let b = s
-            .cluster("dc2")
-            .unwrap()
-            .service("web")
-            .unwrap()
-            .instance("b")
-            .unwrap();
-        assert_eq!(b.target().to_ascii(), "b.web.instance.dc2.internal.");
+        let web = s.local().service("web").unwrap();
+        let a = web.instance("a").unwrap();
+        assert_eq!(web.target(a).to_ascii(), "a.web.instance.internal.");
+        assert_eq!(web.target_len(a), "a.web.instance.internal.".len() + 1);
+        let web2 = s.cluster("dc2").unwrap().service("web").unwrap();
+        let b = web2.instance("b").unwrap();
+        assert_eq!(web2.target(b).to_ascii(), "b.web.instance.dc2.internal.");
     }
 
     #[test]
@@ -680,8 +686,7 @@ mod tests {
     }
 
     #[test]
-    fn unchanged_instances_keep_their_records() {
-        // The registry hands the same allocation for an unchanged instance.
+    fn a_changed_instance_is_served_as_it_is_now() {
         let p = projection();
         let a = Arc::new(instance("a", "dc1", &[]));
         let with = |b: Instance| ServiceState {
@@ -700,14 +705,11 @@ mod tests {
             after.local().service("web").unwrap(),
         );
         assert!(Arc::ptr_eq(
-            &web.instance_arc("a").unwrap(),
-            &web_after.instance_arc("a").unwrap()
+            &web.instance("a").unwrap().source,
+            &web_after.instance("a").unwrap().source
         ));
-        assert!(!Arc::ptr_eq(
-            &web.instance_arc("b").unwrap(),
-            &web_after.instance_arc("b").unwrap()
-        ));
-        assert_eq!(web_after.instance("b").unwrap().port, 81);
+        assert_eq!(web.instance("b").unwrap().port(), 80);
+        assert_eq!(web_after.instance("b").unwrap().port(), 81);
     }
 
     #[test]
