@@ -16,7 +16,7 @@ use super::model::{
     MAX_TAGS, MAX_TTL, MIN_CHECK_INTERVAL, MIN_LEASE, Meta, ServiceName, ServiceSettings, Status,
     Tag, ValidationError, format_duration, parse_duration,
 };
-use super::store::StoredState;
+use super::store::{Instances, StoredState};
 
 /// Fields an instance spec has.
 pub const SPEC_FIELDS: &[&str] = &[
@@ -593,6 +593,8 @@ pub fn state_from_json(value: Value) -> Result<StoredState, ValidationError> {
         index: f.int("index", 0, u64::MAX)?.unwrap_or(0),
         ..StoredState::default()
     };
+    // Per service: where it was last listed, and its instances.
+    let mut by_service: BTreeMap<ServiceName, (usize, Vec<Arc<Instance>>)> = BTreeMap::new();
     let services = match f.take("services") {
         None => Vec::new(),
         Some(Value::Array(items)) => items,
@@ -640,12 +642,21 @@ pub fn state_from_json(value: Value) -> Result<StoredState, ValidationError> {
                 )));
             }
             state.index = state.index.max(instance.modify_index);
-            state
-                .instances
-                .entry(name.clone())
-                .or_default()
-                .insert(instance.id.clone(), Arc::new(instance));
+            let listed = by_service.entry(name.clone()).or_default();
+            listed.0 = n;
+            listed.1.push(Arc::new(instance));
         }
+    }
+    // Sorted once per service: inserting one by one would move the whole
+    // list per instance when a document lists them out of order.
+    for (name, (n, instances)) in by_service {
+        let instances = Instances::from_unsorted(instances).map_err(|id| {
+            ValidationError::new(
+                format!("services[{n}].instances"),
+                format!("instance {id} of {name} is listed more than once"),
+            )
+        })?;
+        state.instances.insert(name, instances);
     }
     Ok(state)
 }
@@ -688,7 +699,7 @@ mod tests {
             .instances
             .entry(web.clone())
             .or_default()
-            .insert(instance.id.clone(), Arc::new(instance));
+            .insert(Arc::new(instance));
         let settings = ServiceSettings {
             lb: LbPolicy::Hash,
             failover: vec![Cluster::parse("dc2").unwrap()],
@@ -718,5 +729,37 @@ mod tests {
         let mut doc = state_to_json(&sample());
         doc["version"] = json!(2);
         assert_eq!(state_from_json(doc).unwrap_err().field, "version");
+    }
+
+    #[test]
+    fn an_export_listing_an_instance_twice_is_refused() {
+        let mut doc = state_to_json(&sample());
+        let web = doc["services"][1]["instances"][0].clone();
+        // The same service listed again, later, with the same instance.
+        doc["services"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"name": "web", "settings": null, "instances": [web]}));
+        let e = state_from_json(doc).unwrap_err();
+        assert_eq!(e.field, "services[2].instances");
+        assert!(
+            e.message.contains("w1 of web is listed more than once"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn instances_listed_out_of_order_are_kept_by_id() {
+        let mut doc = state_to_json(&sample());
+        let first = doc["services"][1]["instances"][0].clone();
+        let mut second = first.clone();
+        second["id"] = json!("a0");
+        doc["services"][1]["instances"] = json!([first, second]);
+        let state = state_from_json(doc).unwrap();
+        let ids: Vec<_> = state.instances[&ServiceName::parse("web").unwrap()]
+            .values()
+            .map(|i| i.id.as_str())
+            .collect();
+        assert_eq!(ids, ["a0", "w1"]);
     }
 }

@@ -702,7 +702,7 @@ mod tests {
             .instances
             .entry(web.clone())
             .or_default()
-            .insert(instance.id.clone(), Arc::new(instance));
+            .insert(Arc::new(instance));
         backup.index = 20;
         assert_eq!(
             registry.restore(backup.clone(), false).await.unwrap(),

@@ -360,7 +360,7 @@ impl RedbStore {
                     .instances
                     .entry(service)
                     .or_default()
-                    .insert(instance.id.clone(), Arc::new(instance));
+                    .insert(Arc::new(instance));
             }
         }
 
