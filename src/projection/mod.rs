@@ -67,7 +67,7 @@ impl InstanceRecords {
 
     /// TTL of every record about it, in seconds.
     pub fn ttl(&self) -> u32 {
-        u32::try_from(self.source.spec.ttl.as_secs()).unwrap_or(u32::MAX)
+        self.source.spec.ttl
     }
 
     /// Its meta as TXT strings `key=value` (one empty string when it has
@@ -75,7 +75,7 @@ impl InstanceRecords {
     /// few queries ask for it, and every instance would pay for it.
     pub fn txt(&self) -> TXT {
         let meta = &self.source.spec.meta;
-        let mut strings: Vec<String> = meta.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let mut strings: Vec<String> = meta.txt_strings().map(str::to_owned).collect();
         if strings.is_empty() {
             strings.push(String::new());
         }

@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde::Serialize;
 use serde_json::{Map, Value, json};
@@ -13,8 +14,8 @@ use serde_json::{Map, Value, json};
 use super::model::{
     Check, CheckTarget, Cluster, DEFAULT_CHECK_INTERVAL, DEFAULT_CHECK_TIMEOUT, DEFAULT_FALL,
     DEFAULT_RISE, Health, Instance, InstanceId, InstanceSpec, LbPolicy, MAX_CHECKS, MAX_LEASE,
-    MAX_TAGS, MAX_TTL, MIN_CHECK_INTERVAL, MIN_LEASE, Meta, ServiceName, ServiceSettings, Status,
-    Tag, ValidationError, format_duration, parse_duration,
+    MAX_TAGS, MAX_TTL, MIN_CHECK_INTERVAL, MIN_LEASE, Meta, Millis, ServiceName, ServiceSettings,
+    Status, Tag, ValidationError, format_duration, parse_duration,
 };
 use super::store::{Instances, StoredState};
 
@@ -338,18 +339,19 @@ pub fn spec_from(
         spec.cluster = Cluster::parse(&cluster)?;
     }
     if let Some(ttl) = f.duration("ttl")? {
-        if ttl.subsec_nanos() != 0 || ttl > MAX_TTL {
+        let max = Duration::from_secs(MAX_TTL.into());
+        if ttl.subsec_nanos() != 0 || ttl > max {
             return Err(ValidationError::new(
                 "ttl",
-                format!("must be whole seconds up to {}", format_duration(MAX_TTL)),
+                format!("must be whole seconds up to {}", format_duration(max)),
             ));
         }
-        spec.ttl = ttl;
+        spec.ttl = ttl.as_secs() as u32;
     }
     if let Some(status) = f.str("status")? {
         spec.status = Status::parse(&status)?;
     }
-    let bounded = |field: &str, d: std::time::Duration, min: std::time::Duration| {
+    let bounded = |field: &str, d: Duration, min: Duration| {
         if d < min || d > MAX_LEASE {
             Err(ValidationError::new(
                 field,
@@ -359,15 +361,17 @@ pub fn spec_from(
                     format_duration(MAX_LEASE)
                 ),
             ))
+        } else if !d.subsec_nanos().is_multiple_of(1_000_000) {
+            Err(ValidationError::new(field, "must be whole milliseconds"))
         } else {
-            Ok(d)
+            Ok(Millis::saturating(d))
         }
     };
     if let Some(lease) = f.duration("lease")? {
         spec.lease = Some(bounded("lease", lease, MIN_LEASE)?);
     }
     if let Some(after) = f.duration("deregister_after")? {
-        spec.deregister_after = bounded("deregister_after", after, std::time::Duration::ZERO)?;
+        spec.deregister_after = bounded("deregister_after", after, Duration::ZERO)?;
     }
     if let Some(checks) = f.take("checks") {
         let Value::Array(items) = checks else {
@@ -445,10 +449,10 @@ impl<'a> InstanceJson<'a> {
             tags: &i.tags,
             meta: &i.meta,
             cluster: &i.cluster,
-            ttl: format_duration(i.ttl),
+            ttl: format_duration(Duration::from_secs(i.ttl.into())),
             status: i.status,
-            lease: i.lease.map(format_duration),
-            deregister_after: format_duration(i.deregister_after),
+            lease: i.lease.map(|l| format_duration(l.get())),
+            deregister_after: format_duration(i.deregister_after.get()),
             checks: i.checks.iter().map(check_to_json).collect(),
             initial: (!i.checks.is_empty()).then_some(if i.initial_passing {
                 "passing"
@@ -672,9 +676,9 @@ mod tests {
         spec.tags = Box::new([Tag::parse("v2").unwrap()]);
         spec.meta = Meta::parse([("k".to_string(), "v=w".to_string())].into()).unwrap();
         spec.status = Status::OutOfService;
-        spec.ttl = std::time::Duration::from_secs(30);
-        spec.lease = Some(std::time::Duration::from_millis(1500));
-        spec.deregister_after = std::time::Duration::from_secs(90);
+        spec.ttl = 30;
+        spec.lease = Some(Millis::saturating(Duration::from_millis(1500)));
+        spec.deregister_after = Millis::saturating(Duration::from_secs(90));
         spec.checks = Box::new([
             Check {
                 target: CheckTarget::Tcp("10.0.0.1:80".into()),

@@ -94,7 +94,7 @@ impl Leases {
     /// A heartbeat: the lease runs again from `now`.
     pub fn renew(&mut self, service: &ServiceName, instance: &Instance, now: Instant) {
         let timer = instance.spec.lease.map(|lease| Timer {
-            at: now + lease,
+            at: now + lease.get(),
             due: Due::Expire,
         });
         self.set((service.clone(), instance.id.clone()), timer);
@@ -113,13 +113,13 @@ impl Leases {
                 *existing
             } else {
                 Timer {
-                    at: now + instance.spec.deregister_after,
+                    at: now + instance.spec.deregister_after.get(),
                     due: Due::Reap,
                 }
             }
         } else {
             Timer {
-                at: now + lease,
+                at: now + lease.get(),
                 due: Due::Expire,
             }
         };

@@ -729,8 +729,11 @@ mod tests {
 
     fn leased(port: u16, lease: u64, deregister_after: u64) -> InstanceSpec {
         let mut s = spec(port);
-        s.lease = Some(std::time::Duration::from_secs(lease));
-        s.deregister_after = std::time::Duration::from_secs(deregister_after);
+        s.lease = Some(model::Millis::saturating(std::time::Duration::from_secs(
+            lease,
+        )));
+        s.deregister_after =
+            model::Millis::saturating(std::time::Duration::from_secs(deregister_after));
         s
     }
 

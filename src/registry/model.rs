@@ -65,14 +65,15 @@ pub fn parse_label(field: &str, value: &str) -> Result<String, ValidationError> 
     Ok(value.to_ascii_lowercase())
 }
 
-/// Label types hold an `Arc<str>`: 16 bytes, and a copy (the registry's
-/// map key beside the instance's own id, a snapshot beside the registry)
-/// shares the text instead of allocating it again.
+/// Label types hold their text as `Arc<str>` where copies are
+/// many (a service name in every snapshot, tags), so they share it;
+/// `Box<str>` where one copy lives as long as the value (an instance's id),
+/// as its allocation is 16 bytes smaller.
 macro_rules! label_type {
-    ($(#[$doc:meta])* $name:ident, $field:literal) => {
+    ($(#[$doc:meta])* $name:ident, $field:literal, $text:ty) => {
         $(#[$doc])*
         #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-        pub struct $name(Arc<str>);
+        pub struct $name($text);
 
         impl $name {
             /// Parses and lower-cases a label, naming the field on error.
@@ -103,17 +104,20 @@ macro_rules! label_type {
 label_type!(
     /// A service name: one DNS label, stored in lower case.
     ServiceName,
-    "service"
+    "service",
+    Arc<str>
 );
 label_type!(
     /// An instance id, unique within its service: one DNS label.
     InstanceId,
-    "id"
+    "id",
+    Box<str>
 );
 label_type!(
     /// A tag: one DNS label, usable as a filter in DNS names.
     Tag,
-    "tags"
+    "tags",
+    Arc<str>
 );
 
 /// A cluster (data centre) name: one DNS label that is not a structural label
@@ -193,8 +197,8 @@ pub const DEFAULT_CLUSTER: &str = "dc1";
 pub const DEFAULT_WEIGHT: u16 = 100;
 /// Priority of an instance that does not say (DESIGN §1).
 pub const DEFAULT_PRIORITY: u16 = 10;
-/// TTL of an instance's answers when it does not say (DESIGN §2).
-pub const DEFAULT_TTL: Duration = Duration::from_secs(5);
+/// TTL of an instance's answers when it does not say (DESIGN §2), in seconds.
+pub const DEFAULT_TTL: u32 = 5;
 /// How long an instance whose lease has lapsed stays (critical) before it is
 /// removed, when it does not say (DESIGN §1).
 pub const DEFAULT_DEREGISTER_AFTER: Duration = Duration::from_secs(300);
@@ -202,8 +206,9 @@ pub const DEFAULT_DEREGISTER_AFTER: Duration = Duration::from_secs(300);
 pub const MIN_LEASE: Duration = Duration::from_millis(100);
 /// Longest lease or deregistration delay: a week.
 pub const MAX_LEASE: Duration = Duration::from_secs(7 * 86_400);
-/// Longest TTL an instance may ask for: a day, far above any sane discovery TTL.
-pub const MAX_TTL: Duration = Duration::from_secs(86_400);
+/// Longest TTL an instance may ask for, in seconds: a day, far above any
+/// sane discovery TTL.
+pub const MAX_TTL: u32 = 86_400;
 /// Longest meta key (DESIGN §1).
 pub const MAX_META_KEY: usize = 32;
 /// Largest meta as a whole, counting every `key=value` (DESIGN §1).
@@ -303,6 +308,42 @@ impl LbPolicy {
     }
 }
 
+/// A duration in whole milliseconds, up to about 49 days: 4 bytes where a
+/// `Duration` takes 16, in a struct every instance carries. Leases and
+/// deregistration delays are at most a week ([`MAX_LEASE`]).
+///
+/// Held as the count plus one, so that zero is free for `Option<Millis>`
+/// to use as `None` and an optional lease is 4 bytes too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Millis(std::num::NonZeroU32);
+
+impl Millis {
+    /// `d` to the millisecond below, at most `u32::MAX - 1` milliseconds.
+    pub const fn saturating(d: Duration) -> Self {
+        let ms = d.as_millis();
+        let stored = if ms >= u32::MAX as u128 {
+            u32::MAX
+        } else {
+            ms as u32 + 1
+        };
+        match std::num::NonZeroU32::new(stored) {
+            Some(n) => Self(n),
+            None => unreachable!(),
+        }
+    }
+
+    /// As a `Duration`.
+    pub const fn get(self) -> Duration {
+        Duration::from_millis(self.0.get() as u64 - 1)
+    }
+}
+
+impl From<Millis> for Duration {
+    fn from(m: Millis) -> Duration {
+        m.get()
+    }
+}
+
 /// Parses a duration written like `500ms`, `10s`, `5m`, `1h 30m`.
 pub fn parse_duration(field: &str, value: &str) -> Result<Duration, ValidationError> {
     humantime::parse_duration(value.trim()).map_err(|e| {
@@ -319,10 +360,17 @@ pub fn format_duration(d: Duration) -> String {
 }
 
 /// Instance metadata: `key=value` pairs, served as TXT on the instance name.
-/// Kept as one sorted slice rather than a map: most instances have a few
-/// pairs or none, and a map node costs hundreds of bytes per instance.
+///
+/// Kept as one string, the pairs in key order, each `key=value` and a line
+/// feed between them: one allocation per instance, where a slice of string
+/// pairs costs three and a map several hundred bytes. Keys are printable
+/// ASCII without `=` and values have no control characters, so neither the
+/// separator nor the first `=` of a pair can be part of a key.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Meta(Box<[(Box<str>, Box<str>)]>);
+pub struct Meta(Box<str>);
+
+/// Separates pairs in [`Meta`]'s string.
+const META_SEPARATOR: char = '\n';
 
 impl Serialize for Meta {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
@@ -377,17 +425,28 @@ impl Meta {
                 format!("is {total} bytes as key=value strings; at most {MAX_META_BYTES}"),
             ));
         }
-        Ok(Self(
-            pairs
-                .into_iter()
-                .map(|(k, v)| (k.into_boxed_str(), v.into_boxed_str()))
-                .collect(),
-        ))
+        let mut joined = String::with_capacity(total + pairs.len());
+        for (key, value) in &pairs {
+            if !joined.is_empty() {
+                joined.push(META_SEPARATOR);
+            }
+            joined.push_str(key);
+            joined.push('=');
+            joined.push_str(value);
+        }
+        Ok(Self(joined.into_boxed_str()))
     }
 
     /// The pairs, ordered by key.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.0.iter().map(|(k, v)| (&**k, &**v))
+        self.0
+            .split(META_SEPARATOR)
+            .filter_map(|pair| pair.split_once('='))
+    }
+
+    /// The pairs as TXT strings, `key=value`, ordered by key.
+    pub fn txt_strings(&self) -> impl Iterator<Item = &str> {
+        self.0.split(META_SEPARATOR).filter(|pair| !pair.is_empty())
     }
 
     /// Whether there are no pairs.
@@ -414,15 +473,15 @@ pub struct InstanceSpec {
     pub meta: Meta,
     /// The cluster it runs in.
     pub cluster: Cluster,
-    /// TTL of its answers.
-    pub ttl: Duration,
+    /// TTL of its answers, in seconds (at most [`MAX_TTL`]).
+    pub ttl: u32,
     /// Readiness set by operator or instance.
     pub status: Status,
     /// Heartbeat period: without a heartbeat for this long the instance
     /// becomes critical. `None`: no lease.
-    pub lease: Option<Duration>,
+    pub lease: Option<Millis>,
     /// How long a critical instance stays before it is removed.
-    pub deregister_after: Duration,
+    pub deregister_after: Millis,
     /// Active checks; the instance's check health is the worst of them.
     pub checks: Box<[Check]>,
     /// Whether an instance with checks is served before its first check
@@ -481,7 +540,7 @@ impl InstanceSpec {
             ttl: DEFAULT_TTL,
             status: Status::default(),
             lease: None,
-            deregister_after: DEFAULT_DEREGISTER_AFTER,
+            deregister_after: Millis::saturating(DEFAULT_DEREGISTER_AFTER),
             checks: Box::default(),
             initial_passing: false,
         }
@@ -575,6 +634,40 @@ mod tests {
             "failover[1]"
         );
         assert_eq!(Cluster::parse("DC2").unwrap().as_str(), "dc2");
+    }
+
+    #[test]
+    fn millis_keep_the_millisecond_and_an_optional_one_is_four_bytes() {
+        for ms in [0, 1, 1500, MAX_LEASE.as_millis() as u64] {
+            let d = Duration::from_millis(ms);
+            assert_eq!(Millis::saturating(d).get(), d);
+        }
+        let sub = Duration::from_micros(1999);
+        assert_eq!(Millis::saturating(sub).get(), Duration::from_millis(1));
+        let huge = Duration::from_secs(u64::MAX);
+        assert_eq!(
+            Millis::saturating(huge).get(),
+            Duration::from_millis(u64::from(u32::MAX) - 1)
+        );
+        assert_eq!(size_of::<Option<Millis>>(), 4);
+    }
+
+    #[test]
+    fn meta_reads_back_its_pairs_in_key_order() {
+        let pairs = [("zone", "eu-1"), ("a", "x=y"), ("empty", "")];
+        let meta = Meta::parse(
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        )
+        .unwrap();
+        let read: Vec<_> = meta.iter().collect();
+        assert_eq!(read, [("a", "x=y"), ("empty", ""), ("zone", "eu-1")]);
+        let txt: Vec<_> = meta.txt_strings().collect();
+        assert_eq!(txt, ["a=x=y", "empty=", "zone=eu-1"]);
+        assert!(Meta::default().is_empty());
+        assert_eq!(Meta::default().txt_strings().count(), 0);
     }
 
     #[test]

@@ -252,7 +252,7 @@ pub(crate) mod battery {
         spec.tags = Box::new([Tag::parse("v2").unwrap()]);
         spec.meta = Meta::parse([("version".to_string(), "1.4".to_string())].into()).unwrap();
         spec.cluster = Cluster::parse("dc2").unwrap();
-        spec.ttl = Duration::from_secs(30);
+        spec.ttl = 30;
         spec.status = Status::OutOfService;
         spec.into_instance(InstanceId::parse(id).unwrap(), 1, index)
     }
