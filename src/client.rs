@@ -1,5 +1,6 @@
 //! The client commands: `register`, `deregister`, `list`, over the admin API.
 
+use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
 
 use std::io::{Read, Write};
@@ -9,7 +10,7 @@ use crate::config::{
     DeregisterArgs, ExportArgs, HeartbeatArgs, ImportArgs, ListArgs, RegisterArgs, StatusArgs,
     WatchArgs,
 };
-use crate::registry::codec::{state_from_json, state_to_json};
+use crate::registry::codec::{state_from_raw, state_to_json};
 use crate::registry::store::redb::{DataDirError, RedbStore};
 use crate::registry::{Observer, Registry, RegistryError, ServiceView};
 
@@ -452,12 +453,13 @@ pub async fn import(args: ImportArgs) -> Result<(), ClientError> {
     } else {
         text = std::fs::read_to_string(&args.file).map_err(file_error)?;
     }
-    let doc: Value = serde_json::from_str(&text)
-        .map_err(|e| ClientError::BadExport(format!("{path}: not JSON: {e}")))?;
+    let not_json = |e| ClientError::BadExport(format!("{path}: not JSON: {e}"));
     let index = match &args.target.data_dir {
         Some(dir) => {
+            let doc: &RawValue = serde_json::from_str(&text).map_err(not_json)?;
             let backup =
-                state_from_json(doc).map_err(|e| ClientError::BadExport(format!("{path}: {e}")))?;
+                state_from_raw(doc).map_err(|e| ClientError::BadExport(format!("{path}: {e}")))?;
+            drop(text);
             let store = Arc::new(RedbStore::open(dir)?);
             let registry = Registry::open(store, Arc::new(Offline))
                 .await
@@ -465,6 +467,7 @@ pub async fn import(args: ImportArgs) -> Result<(), ClientError> {
             registry.restore(backup, args.replace).await?
         }
         None => {
+            let doc: Value = serde_json::from_str(&text).map_err(not_json)?;
             let query = if args.replace { "?replace=true" } else { "" };
             let reply = call(
                 reqwest::Method::PUT,

@@ -10,10 +10,10 @@ use axum::http::HeaderValue;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use super::body::read_json;
+use super::body::{raw_json, read_body};
 use super::error::ApiError;
 use super::{ApiState, INDEX_HEADER, with_index};
-use crate::registry::codec::{state_from_json, state_to_json};
+use crate::registry::codec::{state_from_raw, state_to_json};
 
 /// Largest import accepted: about a million instances.
 pub const MAX_IMPORT: usize = 512 * 1024 * 1024;
@@ -47,7 +47,9 @@ pub async fn import(
             ));
         }
     };
-    let backup = state_from_json(read_json(body, MAX_IMPORT)?)?;
+    let body = read_body(body, MAX_IMPORT)?;
+    let backup = state_from_raw(raw_json(&body)?)?;
+    drop(body);
     let (services, instances) = (
         backup.instances.len(),
         backup.instances.values().map(|m| m.len()).sum::<usize>(),

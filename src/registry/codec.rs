@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
+use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
 
 use super::model::{
@@ -474,7 +475,11 @@ pub fn instance_to_json(service: &ServiceName, instance: &Instance) -> Value {
 }
 
 /// Reads back what [`instance_to_json`] wrote, checking every field again.
-pub fn instance_from_json(value: Value) -> Result<(ServiceName, Instance), ValidationError> {
+/// The service comes back as a checked, lower-case label rather than a
+/// [`ServiceName`]: callers read many instances of one service and share
+/// one name among them (an allocation per instance, freed later on another
+/// thread, would pin half-empty pages of memory after a load).
+pub fn instance_from_json(value: Value) -> Result<(String, Instance), ValidationError> {
     let mut f = Fields::of(
         value,
         SPEC_FIELDS,
@@ -488,7 +493,7 @@ pub fn instance_from_json(value: Value) -> Result<(ServiceName, Instance), Valid
             "check_health",
         ],
     )?;
-    let service = ServiceName::parse(&f.required_str("service")?)?;
+    let service = super::model::parse_label("service", &f.required_str("service")?)?;
     let id = InstanceId::parse(&f.required_str("id")?)?;
     let create_index = f
         .int("create_index", 1, u64::MAX)?
@@ -576,10 +581,68 @@ pub fn state_to_json(state: &StoredState) -> Value {
     json!({ "format": EXPORT_FORMAT, "version": EXPORT_VERSION, "index": state.index, "services": services })
 }
 
-/// Reads an export document back, checking everything; errors name the
-/// service and field (`services[2].instances[0].port`).
-pub fn state_from_json(value: Value) -> Result<StoredState, ValidationError> {
-    let mut f = Fields::of(value, &["format", "version", "index", "services"], &[])?;
+/// The members of a JSON object kept as raw JSON text, for documents too
+/// large to parse into one tree.
+struct RawFields<'a>(BTreeMap<String, &'a RawValue>);
+
+impl<'a> RawFields<'a> {
+    /// The members of `raw`, which must be an object whose keys are all in
+    /// `known`.
+    fn of(raw: &'a RawValue, known: &[&str]) -> Result<Self, ValidationError> {
+        let map: BTreeMap<String, &RawValue> = serde_json::from_str(raw.get()).map_err(|_| {
+            ValidationError::new(
+                "",
+                format!("must be a JSON object, not {}", kind(&parse_raw(raw))),
+            )
+        })?;
+        if let Some(unknown) = map.keys().find(|k| !known.contains(&k.as_str())) {
+            return Err(ValidationError::new(unknown.clone(), "unknown field"));
+        }
+        Ok(Self(map))
+    }
+
+    /// Removes and returns `name`, treating `null` as absent.
+    fn take(&mut self, name: &str) -> Option<&'a RawValue> {
+        self.0.remove(name).filter(|raw| raw.get() != "null")
+    }
+
+    /// The members not taken, parsed.
+    fn into_fields(self) -> Fields {
+        Fields(
+            self.0
+                .into_iter()
+                .map(|(k, raw)| (k, parse_raw(raw)))
+                .collect(),
+        )
+    }
+}
+
+/// The elements of `raw`, which must be an array (`field` names it).
+fn raw_array<'a>(raw: &'a RawValue, field: &str) -> Result<Vec<&'a RawValue>, ValidationError> {
+    serde_json::from_str(raw.get()).map_err(|_| {
+        ValidationError::new(
+            field,
+            format!("must be an array, not {}", kind(&parse_raw(raw))),
+        )
+    })
+}
+
+/// `raw` parsed: it is valid JSON already.
+fn parse_raw(raw: &RawValue) -> Value {
+    serde_json::from_str(raw.get()).unwrap_or(Value::Null)
+}
+
+/// Reads an export document back from its JSON text, checking everything;
+/// errors name the service and field (`services[2].instances[0].port`).
+///
+/// The document is read as raw JSON, and each instance is parsed and
+/// checked on its own: the memory an import needs beyond the document's
+/// text is what it keeps. Parsed whole, a document of a million instances
+/// was a tree of over a gigabyte.
+pub fn state_from_raw(doc: &RawValue) -> Result<StoredState, ValidationError> {
+    let mut top = RawFields::of(doc, &["format", "version", "index", "services"])?;
+    let services = top.take("services");
+    let mut f = top.into_fields();
     if f.str("format")?.as_deref() != Some(EXPORT_FORMAT) {
         return Err(ValidationError::new(
             "format",
@@ -599,21 +662,14 @@ pub fn state_from_json(value: Value) -> Result<StoredState, ValidationError> {
     };
     // Per service: where it was last listed, and its instances.
     let mut by_service: BTreeMap<ServiceName, (usize, Vec<Arc<Instance>>)> = BTreeMap::new();
-    let services = match f.take("services") {
-        None => Vec::new(),
-        Some(Value::Array(items)) => items,
-        Some(other) => {
-            return Err(ValidationError::new(
-                "services",
-                format!("must be an array, not {}", kind(&other)),
-            ));
-        }
-    };
-    for (n, service) in services.into_iter().enumerate() {
+    let services = services.map(|raw| raw_array(raw, "services")).transpose()?;
+    for (n, service) in services.into_iter().flatten().enumerate() {
         let at = |e: ValidationError| {
             ValidationError::new(format!("services[{n}].{}", e.field), e.message)
         };
-        let mut s = Fields::of(service, &["name", "settings", "instances"], &[]).map_err(at)?;
+        let mut raw = RawFields::of(service, &["name", "settings", "instances"]).map_err(at)?;
+        let instances = raw.take("instances");
+        let mut s = raw.into_fields();
         let name = ServiceName::parse(&s.required_str("name").map_err(at)?).map_err(at)?;
         if let Some(settings) = s.take("settings") {
             let mut sf = Fields::of(settings, SETTINGS_FIELDS, &[]).map_err(at)?;
@@ -621,25 +677,19 @@ pub fn state_from_json(value: Value) -> Result<StoredState, ValidationError> {
                 .settings
                 .insert(name.clone(), settings_from(&mut sf).map_err(at)?);
         }
-        let instances = match s.take("instances") {
-            None => Vec::new(),
-            Some(Value::Array(items)) => items,
-            Some(other) => {
-                return Err(at(ValidationError::new(
-                    "instances",
-                    format!("must be an array, not {}", kind(&other)),
-                )));
-            }
-        };
-        for (m, value) in instances.into_iter().enumerate() {
+        let instances = instances
+            .map(|raw| raw_array(raw, "instances"))
+            .transpose()
+            .map_err(at)?;
+        for (m, raw) in instances.into_iter().flatten().enumerate() {
             let at = |e: ValidationError| {
                 ValidationError::new(
                     format!("services[{n}].instances[{m}].{}", e.field),
                     e.message,
                 )
             };
-            let (service, instance) = instance_from_json(value).map_err(at)?;
-            if service != name {
+            let (service, instance) = instance_from_json(parse_raw(raw)).map_err(at)?;
+            if service != name.as_str() {
                 return Err(at(ValidationError::new(
                     "service",
                     format!("{service} is listed under {name}"),
@@ -668,6 +718,10 @@ pub fn state_from_json(value: Value) -> Result<StoredState, ValidationError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn state_from_json(doc: Value) -> Result<StoredState, ValidationError> {
+        state_from_raw(&RawValue::from_string(doc.to_string()).unwrap())
+    }
 
     fn sample() -> StoredState {
         let mut state = StoredState::default();
@@ -765,5 +819,41 @@ mod tests {
             .map(|i| i.id.as_str())
             .collect();
         assert_eq!(ids, ["a0", "w1"]);
+    }
+
+    #[test]
+    fn a_misshapen_export_names_the_member() {
+        let doc = state_to_json(&sample());
+        let with = |path: &[&str], value: Value| {
+            let mut doc = doc.clone();
+            let mut at = &mut doc;
+            for key in &path[..path.len() - 1] {
+                at = match key.parse::<usize>() {
+                    Ok(n) => &mut at[n],
+                    Err(_) => &mut at[*key],
+                };
+            }
+            at[path[path.len() - 1]] = value;
+            state_from_json(doc).unwrap_err()
+        };
+        let e = with(&["services"], json!({"web": []}));
+        assert_eq!(
+            (e.field.as_str(), e.message.as_str()),
+            ("services", "must be an array, not an object")
+        );
+        let e = with(&["services", "1", "instances"], json!("none"));
+        assert_eq!(e.field, "services[1].instances");
+        let e = with(&["services", "1", "colour"], json!("blue"));
+        assert_eq!(
+            (e.field.as_str(), e.message.as_str()),
+            ("services[1].colour", "unknown field")
+        );
+        let e = state_from_json(json!([1, 2])).unwrap_err();
+        assert_eq!(e.message, "must be a JSON object, not an array");
+        // null members are absent, as in every other body.
+        let mut doc = doc.clone();
+        doc["services"][1]["settings"] = Value::Null;
+        doc["services"][0]["instances"] = Value::Null;
+        assert!(state_from_json(doc).is_ok());
     }
 }

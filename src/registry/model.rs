@@ -425,7 +425,8 @@ impl Meta {
                 format!("is {total} bytes as key=value strings; at most {MAX_META_BYTES}"),
             ));
         }
-        let mut joined = String::with_capacity(total + pairs.len());
+        // Exactly the length: the boxed string keeps the allocation as is.
+        let mut joined = String::with_capacity(total + pairs.len().saturating_sub(1));
         for (key, value) in &pairs {
             if !joined.is_empty() {
                 joined.push(META_SEPARATOR);

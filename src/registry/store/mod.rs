@@ -88,6 +88,7 @@ impl Instances {
         if let Some(twice) = instances.windows(2).find(|w| w[0].id == w[1].id) {
             return Err(twice[0].id.clone());
         }
+        instances.shrink_to_fit();
         Ok(Self(instances))
     }
 

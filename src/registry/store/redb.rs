@@ -34,7 +34,7 @@ use redb::{
 };
 
 use super::wal::{WAL_FILES, Wal};
-use super::{Change, Store, StoreError, StoredState};
+use super::{Change, Instances, Store, StoreError, StoredState};
 use crate::registry::codec::{
     Fields, InstanceJson, SETTINGS_FIELDS, instance_from_json, settings_from, settings_to_json,
 };
@@ -58,6 +58,8 @@ pub const CHECKPOINT_BYTES: u64 = 4 << 20;
 /// a commit touches; redb's default (1 GiB) would end up caching the whole
 /// file and double the memory of a large registry.
 const CACHE_SIZE: usize = 16 << 20;
+/// Instance records read and decoded at a time at start-up.
+const LOAD_BATCH: usize = 16_384;
 /// Instances by (service, id), as JSON.
 const INSTANCES: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("instances");
 /// Settings by service, as JSON.
@@ -316,6 +318,7 @@ impl RedbStore {
         let damaged = |detail: String| StoreError::Corrupt(format!("{}: {detail}", path.display()));
         let txn = db.begin_read().map_err(|e| damaged(e.to_string()))?;
         let mut state = StoredState::default();
+        let mut index = 0;
         let meta = txn.open_table(META).map_err(|e| damaged(e.to_string()))?;
         state.index = meta
             .get("index")
@@ -325,21 +328,40 @@ impl RedbStore {
         let instances = txn
             .open_table(INSTANCES)
             .map_err(|e| damaged(e.to_string()))?;
-        // Read the records in key order, then decode them on every core:
-        // decoding is most of a start's time.
-        let mut records = Vec::new();
-        for entry in instances.iter().map_err(|e| damaged(e.to_string()))? {
-            let (key, value) = entry.map_err(|e| damaged(e.to_string()))?;
-            let (service, id) = key.value();
-            records.push((service.to_owned(), id.to_owned(), value.value().to_vec()));
-        }
+        // Read the records in key order a batch at a time, and decode each
+        // batch on every core: decoding is most of a start's time. Reading
+        // every record first took more memory than the registry itself, and
+        // memory freed after a start goes back to the system only slowly.
         let workers = std::thread::available_parallelism()
             .map_or(1, usize::from)
             .clamp(1, 8);
-        let chunk = records.len().div_ceil(workers).max(1);
-        let decoded: Vec<Result<Vec<(ServiceName, Instance)>, StoreError>> =
-            std::thread::scope(|scope| {
-                let handles: Vec<_> = records
+        // Records come by service, in id order: one name for all of a
+        // service's instances.
+        let mut service: Option<(String, Vec<Arc<Instance>>)> = None;
+        let mut finish = |service: Option<(String, Vec<Arc<Instance>>)>| {
+            if let Some((name, instances)) = service {
+                let name = ServiceName::parse(&name).map_err(|e| damaged(e.to_string()))?;
+                let instances = Instances::from_unsorted(instances)
+                    .map_err(|id| damaged(format!("instance {id} of {name} is stored twice")))?;
+                state.instances.insert(name, instances);
+            }
+            Ok::<_, StoreError>(())
+        };
+        let mut entries = instances.iter().map_err(|e| damaged(e.to_string()))?;
+        let mut batch = Vec::with_capacity(LOAD_BATCH);
+        loop {
+            batch.clear();
+            for entry in entries.by_ref().take(LOAD_BATCH) {
+                let (key, value) = entry.map_err(|e| damaged(e.to_string()))?;
+                let (service, id) = key.value();
+                batch.push((service.to_owned(), id.to_owned(), value.value().to_vec()));
+            }
+            if batch.is_empty() {
+                break;
+            }
+            let chunk = batch.len().div_ceil(workers);
+            let decoded: Vec<Result<Vec<Instance>, StoreError>> = std::thread::scope(|scope| {
+                let handles: Vec<_> = batch
                     .chunks(chunk)
                     .map(|part| scope.spawn(|| decode_instances(part, &damaged)))
                     .collect();
@@ -352,17 +374,20 @@ impl RedbStore {
                     })
                     .collect()
             });
-        drop(records);
-        for part in decoded {
-            for (service, instance) in part? {
-                state.index = state.index.max(instance.modify_index);
-                state
-                    .instances
-                    .entry(service)
-                    .or_default()
-                    .insert(Arc::new(instance));
+            for (part, records) in decoded.into_iter().zip(batch.chunks(chunk)) {
+                for (instance, (name, _, _)) in part?.into_iter().zip(records) {
+                    index = index.max(instance.modify_index);
+                    if service.as_ref().is_none_or(|(current, _)| current != name) {
+                        finish(service.replace((name.clone(), Vec::new())))?;
+                    }
+                    if let Some((_, instances)) = &mut service {
+                        instances.push(Arc::new(instance));
+                    }
+                }
             }
         }
+        finish(service)?;
+        state.index = state.index.max(index);
 
         let settings = txn
             .open_table(SETTINGS)
@@ -759,7 +784,7 @@ impl<'p> Iterator for Ops<'p> {
 fn decode_instances(
     records: &[(String, String, Vec<u8>)],
     damaged: &(dyn Fn(String) -> StoreError + Sync),
-) -> Result<Vec<(ServiceName, Instance)>, StoreError> {
+) -> Result<Vec<Instance>, StoreError> {
     records
         .iter()
         .map(|(service, id, value)| {
@@ -768,13 +793,13 @@ fn decode_instances(
                 serde_json::from_slice(value).map_err(|e| damaged(format!("{}: {e}", record())))?;
             let (stored_service, instance) =
                 instance_from_json(json).map_err(|e| damaged(format!("{}: {e}", record())))?;
-            if stored_service.as_str() != service || instance.id.as_str() != id {
+            if stored_service != *service || instance.id.as_str() != id {
                 return Err(damaged(format!(
                     "{} is stored under the wrong key",
                     record()
                 )));
             }
-            Ok((stored_service, instance))
+            Ok(instance)
         })
         .collect()
 }
@@ -806,6 +831,24 @@ impl Store for RedbStore {
         // the round the moment the disk returns. Handing the commit to a
         // blocking thread instead left the committer waiting in the run queue
         // behind HTTP tasks for about a millisecond a round.
+        if changes.iter().any(|c| matches!(c, Change::Restore { .. })) {
+            // A restore writes the whole registry through redb (hundreds of
+            // MB for a million instances) on a thread that ends with it:
+            // the allocator hands a finished thread's free memory back to
+            // the system at once, where it would otherwise keep it.
+            let inner = self.inner.clone();
+            let changes = changes.to_vec();
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            std::thread::Builder::new()
+                .name("signpost-restore".into())
+                .spawn(move || {
+                    let _ = tx.send(inner.commit(&changes));
+                })
+                .map_err(|e| StoreError::Unavailable(format!("cannot start the restore: {e}")))?;
+            return rx
+                .await
+                .map_err(|_| StoreError::Unavailable("the restore thread failed".into()))?;
+        }
         if Handle::current().runtime_flavor() == RuntimeFlavor::MultiThread {
             return tokio::task::block_in_place(|| self.inner.commit(changes));
         }
