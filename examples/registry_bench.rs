@@ -32,6 +32,9 @@
 //! Run it through the script; `cargo run --release --example registry_bench
 //! -- --help` lists the flags.
 
+#[path = "common/put.rs"]
+mod put;
+
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::io::{BufRead, BufReader};
@@ -42,6 +45,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+
+use put::{PutConnection, PutError};
 
 use clap::Parser;
 use hickory_proto::op::{Message, MessageType, OpCode, Query};
@@ -412,123 +417,6 @@ async fn count(client: &reqwest::Client, server: &Server) -> Result<(u64, u64, u
     Ok((instances, services.len() as u64, header))
 }
 
-/// One keep-alive HTTP/1.1 connection that sends PUTs and reads their
-/// replies, and nothing more: the throughput phases use it so that the
-/// load generator's own CPU (a general client costs several times more per
-/// request) leaves the server as much of this 2-core machine as it can.
-struct PutConnection {
-    /// `host:port` of the API.
-    addr: String,
-    /// The connection, opened on first use and after an error.
-    stream: Option<tokio::io::BufReader<tokio::net::TcpStream>>,
-    /// Request bytes, reused.
-    request: Vec<u8>,
-    /// Reply header line, reused.
-    line: String,
-}
-
-impl PutConnection {
-    fn new(api: &str) -> Self {
-        Self {
-            addr: api
-                .trim_start_matches("http://")
-                .trim_end_matches('/')
-                .to_string(),
-            stream: None,
-            request: Vec::with_capacity(512),
-            line: String::with_capacity(128),
-        }
-    }
-
-    /// PUTs one instance; Ok(()) on 200, else what went wrong.
-    async fn put(
-        &mut self,
-        service: &str,
-        id: &str,
-        address: Ipv4Addr,
-        port: u16,
-    ) -> Result<(), String> {
-        let result = tokio::time::timeout(
-            Duration::from_secs(60),
-            self.exchange(service, id, address, port),
-        )
-        .await
-        .unwrap_or_else(|_| Err("timeout".to_string()));
-        if result.as_ref().is_err_and(|e| !e.starts_with("http ")) {
-            self.stream = None;
-        }
-        result
-    }
-
-    async fn exchange(
-        &mut self,
-        service: &str,
-        id: &str,
-        address: Ipv4Addr,
-        port: u16,
-    ) -> Result<(), String> {
-        use std::io::Write as _;
-        use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
-        if self.stream.is_none() {
-            let stream = tokio::net::TcpStream::connect(&self.addr)
-                .await
-                .map_err(|_| "connect".to_string())?;
-            stream
-                .set_nodelay(true)
-                .map_err(|_| "connect".to_string())?;
-            self.stream = Some(tokio::io::BufReader::new(stream));
-        }
-        let stream = self.stream.as_mut().expect("connected above");
-        let body = format!(r#"{{"address":"{address}","port":{port}}}"#);
-        self.request.clear();
-        write!(
-            self.request,
-            "PUT /v1/services/{service}/instances/{id} HTTP/1.1\r\nHost: {}\r\n\
-             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-            self.addr,
-            body.len()
-        )
-        .expect("write to a Vec");
-        let transport = |_| "transport".to_string();
-        stream
-            .get_mut()
-            .write_all(&self.request)
-            .await
-            .map_err(transport)?;
-        self.line.clear();
-        stream.read_line(&mut self.line).await.map_err(transport)?;
-        let status: u16 = self
-            .line
-            .split(' ')
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .ok_or("transport")?;
-        let mut length = 0usize;
-        loop {
-            self.line.clear();
-            if stream.read_line(&mut self.line).await.map_err(transport)? == 0 {
-                return Err("transport".into());
-            }
-            let header = self.line.trim_end();
-            if header.is_empty() {
-                break;
-            }
-            if let Some((name, value)) = header.split_once(':')
-                && name.eq_ignore_ascii_case("content-length")
-            {
-                length = value.trim().parse().map_err(|_| "transport".to_string())?;
-            }
-        }
-        let mut rest = vec![0u8; length];
-        stream.read_exact(&mut rest).await.map_err(transport)?;
-        if status == 200 {
-            Ok(())
-        } else {
-            Err(format!("http {status}"))
-        }
-    }
-}
-
 /// PUTs one instance; Ok(()) on 200, else what went wrong.
 async fn put(
     client: &reqwest::Client,
@@ -673,15 +561,22 @@ async fn register_many(
                 };
                 let (service, id) = fill_names(k, per_service);
                 let t0 = Instant::now();
-                let result = connection.put(&service, &id, address, 8080).await;
+                let path = format!("/v1/services/{service}/instances/{id}");
+                let body = format!(r#"{{"address":"{address}","port":8080}}"#);
+                let result = connection.put(&path, body.as_bytes()).await;
                 latencies.push(us(t0.elapsed()));
                 done_at.push(started.elapsed().as_secs() as u32);
                 match result {
-                    Err(e) => *errors.entry(e).or_default() += 1,
-                    Ok(()) if writes == Writes::Update => {
+                    Err(PutError::Status(status, _)) => {
+                        *errors.entry(format!("http {status}")).or_default() += 1
+                    }
+                    Err(PutError::Transport(what)) => {
+                        *errors.entry(what.to_string()).or_default() += 1
+                    }
+                    Ok(_) if writes == Writes::Update => {
                         book.changed.lock().insert(k, address);
                     }
-                    Ok(()) => {}
+                    Ok(_) => {}
                 }
             }
             (latencies, done_at, errors)

@@ -38,9 +38,14 @@
 #                         SRV answers meanwhile (WRITERS, default 0: off)
 #       --write-rate R    PUTs per second per writer (WRITE_RATE, default 10;
 #                         0: back to back, as fast as they go)
-#       --writer-procs P  processes the writers are spread over (default 1;
-#                         more if they fall short of the target rate and
-#                         there are CPUs to spare)
+#       --writer-procs P  processes the Python writers are spread over
+#                         (default 1; more if they fall short of the target
+#                         rate and there are CPUs to spare)
+#       --python-writers  write with bench_dns.py's Python writers instead of
+#                         examples/bench_writers.rs (built by this script, or
+#                         WRITERS_BIN). The Python ones take about 40% of a
+#                         core for 1,000 PUTs/s, which pinned is dnsperf's
+#                         CPU; the Rust ones a few percent
 #       --memory          memory mode instead of the DNS runs: signpost alone,
 #                         its RSS empty and with each registry size loaded (no
 #                         dnsperf, Knot or NSD)
@@ -81,7 +86,8 @@
 # query, dnsperf's own CPU, and the server socket's UDP receive drops.
 #
 # With --writers, each signpost run is followed by a second one with the
-# writers (a separate process; pinned, it shares dnsperf's CPUs): each PUTs
+# writers (examples/bench_writers.rs, one thread, a separate process; pinned,
+# it shares dnsperf's CPUs): each PUTs
 # the full body of a random instance from the registry with a new weight
 # (one never used before, so every PUT changes something), paced to the rate.
 # Meanwhile a checker asks SRV (both name forms, random services, ~50 a
@@ -149,6 +155,8 @@ SIGNPOST_STORE_KIND=
 WRITERS=${WRITERS:-0}
 WRITE_RATE=${WRITE_RATE:-10}
 WRITER_PROCS=1
+PYTHON_WRITERS=0
+WRITERS_BIN=${WRITERS_BIN:-}
 MEMORY_MODE=0
 MEMORY_SIZES=${MEMORY_SIZES:-100000,1000000}
 MEMORY_PER_SERVICE=100
@@ -187,6 +195,7 @@ while [[ $# -gt 0 ]]; do
         --writers) need_arg "$@"; WRITERS=$2; shift 2 ;;
         --write-rate) need_arg "$@"; WRITE_RATE=$2; shift 2 ;;
         --writer-procs) need_arg "$@"; WRITER_PROCS=$2; shift 2 ;;
+        --python-writers) PYTHON_WRITERS=1; shift ;;
         --memory) MEMORY_MODE=1; shift ;;
         --memory-sizes) need_arg "$@"; MEMORY_SIZES=$2; shift 2 ;;
         --memory-per-service) need_arg "$@"; MEMORY_PER_SERVICE=$2; shift 2 ;;
@@ -290,6 +299,14 @@ if has signpost; then
         SIGNPOST_BIN="$target/release/signpost"
     fi
     [[ -x $SIGNPOST_BIN ]] || die "signpost binary $SIGNPOST_BIN is not executable"
+    if (( WRITERS )) && [[ -z $WRITERS_BIN ]] && (( ! PYTHON_WRITERS )); then
+        say "building the writers (cargo build --release --example bench_writers)"
+        (cd "$ROOT" && cargo build --release --example bench_writers) \
+            || die "cargo build --release --example bench_writers failed"
+        target=${CARGO_TARGET_DIR:-target}
+        [[ $target == /* ]] || target="$ROOT/$target"
+        WRITERS_BIN="$target/release/examples/bench_writers"
+    fi
     # Flags differ between versions of signpost: use what this one has.
     SIGNPOST_SERVE_HELP=$("$SIGNPOST_BIN" serve --help 2>&1 || true)
     if [[ -n $SIGNPOST_STORE_KIND && $SIGNPOST_SERVE_HELP != *--store* ]]; then
@@ -689,7 +706,7 @@ for placement in "${PLACEMENT_LIST[@]}"; do
     for a in "${DNSPERF_ARGS[@]}"; do extra+=(--dnsperf-arg="$a"); done
     if (( WRITERS )); then
         extra+=(--writers "$WRITERS" --write-rate "$WRITE_RATE" --writer-procs "$WRITER_PROCS"
-                --api "$API" --registry "$DATA/registry.jsonl")
+                --api "$API" --registry "$DATA/registry.jsonl" --writers-bin "$WRITERS_BIN")
     fi
     helper run --placement "$placement" "${run_args[@]}" --queries "$DATA/queries.txt" \
         --rounds "$ROUNDS" --duration "$DURATION" --warmup "$WARMUP" \

@@ -1006,7 +1006,11 @@ def run_with_writers(a, server: dict, workdir: str, label: str) -> dict:
     cmd = []
     if a.client_cpus:
         cmd += ["taskset", "-c", a.client_cpus]
-    cmd += [sys.executable, os.path.abspath(__file__), "writers", "--api", a.api,
+    # The Rust writers (examples/bench_writers.rs) when the script built
+    # them: the Python ones take about 40% of a core, from dnsperf's CPU.
+    writers = ([a.writers_bin] if a.writers_bin
+               else [sys.executable, os.path.abspath(__file__), "writers"])
+    cmd += writers + ["--api", a.api,
             "--registry", a.registry, "--writers", str(a.writers),
             "--rate", f"{a.write_rate:g}", "--procs", str(a.writer_procs),
             "--seed", str(sum(label.encode())),
@@ -1742,6 +1746,8 @@ def main():
                    help="run each signpost round again with this many writers")
     u.add_argument("--write-rate", type=float, default=10, help="PUTs/s per writer; 0: no pause")
     u.add_argument("--writer-procs", type=int, default=1, help="processes the writers run in")
+    u.add_argument("--writers-bin", default="",
+                   help="examples/bench_writers binary (default: this script's Python writers)")
     u.add_argument("--api", help="signpost's admin API, for the writers")
     u.add_argument("--registry", help="registry.jsonl, for the writers and the checker")
     u.add_argument("--out", required=True)
