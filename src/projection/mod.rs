@@ -422,19 +422,15 @@ impl Projection {
             instances.is_sorted_by(|a, b| a.id < b.id),
             "ServiceView::instances must be in id order"
         );
-        let by_id_order: Vec<InstanceRecords> = instances
-            .iter()
-            .map(|&i| instance_records(service, cluster, i))
-            .collect();
-        let mut order: Vec<u32> = (0..by_id_order.len() as u32).collect();
-        order.sort_by_key(|&r| by_id_order[r as usize].candidate.priority);
+        let mut order: Vec<u32> = (0..instances.len() as u32).collect();
+        order.sort_by_key(|&r| tier(instances[r as usize]));
         let mut by_id = vec![0u32; order.len()];
         for (position, &rank) in order.iter().enumerate() {
             by_id[rank as usize] = position as u32;
         }
         let built: Box<[InstanceRecords]> = order
             .iter()
-            .map(|&r| by_id_order[r as usize].clone())
+            .map(|&r| instance_records(service, cluster, instances[r as usize]))
             .collect();
         let tags = instances
             .iter()
@@ -476,6 +472,13 @@ impl Projection {
     }
 }
 
+/// The priority `instance` is answered at: DESIGN §3, an instance in
+/// warning drops one tier.
+fn tier(instance: &Instance) -> u16 {
+    let warning = instance.effective_health() == Health::Warning;
+    instance.spec.priority.saturating_add(u16::from(warning))
+}
+
 /// The records of `instance` of `service` in `cluster`.
 fn instance_records(service: &str, cluster: &str, instance: &Arc<Instance>) -> InstanceRecords {
     let spec = &instance.spec;
@@ -484,10 +487,7 @@ fn instance_records(service: &str, cluster: &str, instance: &Arc<Instance>) -> I
         served: instance.is_served(),
         up: spec.status.is_served(),
         candidate: Candidate {
-            // DESIGN §3: an instance in warning drops one priority tier.
-            priority: spec
-                .priority
-                .saturating_add(u16::from(instance.effective_health() == Health::Warning)),
+            priority: tier(instance),
             weight: spec.weight,
             key: instance_key(service, cluster, instance.id.as_str()),
         },
