@@ -831,24 +831,6 @@ impl Store for RedbStore {
         // the round the moment the disk returns. Handing the commit to a
         // blocking thread instead left the committer waiting in the run queue
         // behind HTTP tasks for about a millisecond a round.
-        if changes.iter().any(|c| matches!(c, Change::Restore { .. })) {
-            // A restore writes the whole registry through redb (hundreds of
-            // MB for a million instances) on a thread that ends with it:
-            // the allocator hands a finished thread's free memory back to
-            // the system at once, where it would otherwise keep it.
-            let inner = self.inner.clone();
-            let changes = changes.to_vec();
-            let (tx, rx) = tokio::sync::oneshot::channel();
-            std::thread::Builder::new()
-                .name("signpost-restore".into())
-                .spawn(move || {
-                    let _ = tx.send(inner.commit(&changes));
-                })
-                .map_err(|e| StoreError::Unavailable(format!("cannot start the restore: {e}")))?;
-            return rx
-                .await
-                .map_err(|_| StoreError::Unavailable("the restore thread failed".into()))?;
-        }
         if Handle::current().runtime_flavor() == RuntimeFlavor::MultiThread {
             return tokio::task::block_in_place(|| self.inner.commit(changes));
         }
