@@ -146,9 +146,11 @@ async fn writer(
         }
         let (path, fields) = &rows[rng.random_range(0..rows.len())];
         let mut fields = fields.clone();
-        // 101..65535: never a generated weight (10..100), and distinct
-        // between writers, so that every PUT changes the instance.
-        let weight = 101 + (w as u64 + args.writers as u64 * k) % 65_435;
+        // 101..65535: never a generated weight (10..100), distinct between
+        // writers, and offset by the seed (each run has its own), so that
+        // every PUT changes the instance.
+        let step = w as u64 + args.writers as u64 * k;
+        let weight = 101 + (args.seed.wrapping_mul(7_919) + step) % 65_435;
         fields.insert("weight".into(), json!(weight));
         body.clear();
         serde_json::to_writer(&mut body, &fields).expect("JSON to a Vec");
