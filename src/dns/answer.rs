@@ -81,7 +81,7 @@ impl ServiceAnswer {
         for &n in &self.order {
             let instance = &self.records.instances[n as usize];
             if self.srv {
-                let c = instance.candidate;
+                let c = instance;
                 let target = self.records.target(instance);
                 let srv = SRV::new(c.priority, c.weight, instance.port(), target.clone());
                 answers.push(Record::from_rdata(qname.clone(), self.ttl, RData::SRV(srv)));

@@ -436,7 +436,7 @@ impl RegistryZone {
     ) {
         let candidates: Vec<_> = picked
             .iter()
-            .map(|&n| service.instances[n].candidate)
+            .map(|&n| service.candidate(&service.instances[n]))
             .collect();
         let ctx = QueryContext {
             rotation: if service.lb == LbPolicy::RoundRobin {
@@ -525,7 +525,7 @@ fn dnssd_instance(
     service: &ServiceRecords,
     instance: &InstanceRecords,
 ) -> (Vec<Record>, Vec<Record>) {
-    let c = instance.candidate;
+    let c = instance;
     let (target, ttl) = (service.target(instance), instance.ttl());
     let srv = SRV::new(c.priority, c.weight, instance.port(), target.clone());
     let records = vec![

@@ -19,7 +19,7 @@ use parking_lot::Mutex;
 
 use crate::registry::model::{Health, Instance, LbPolicy, ServiceSettings};
 use crate::registry::{Observer, ServiceView};
-use order::{Candidate, instance_key};
+use order::Candidate;
 
 /// What the projection needs to know of the DNS layout.
 #[derive(Debug, Clone)]
@@ -30,7 +30,7 @@ pub struct ProjectionConfig {
     pub cluster: String,
 }
 
-/// One instance, ready to be answered: 32 bytes beside the registration it
+/// One instance, ready to be answered: 16 bytes beside the registration it
 /// was built from. Its address, port, TTL, tags and meta are read from that
 /// registration, and its SRV target is its id before the service's
 /// [`ServiceRecords::target_suffix`]: a copy of either per instance would
@@ -41,8 +41,10 @@ pub struct InstanceRecords {
     /// The registration these records were built from, shared with the
     /// registry.
     pub source: Arc<Instance>,
-    /// Priority, weight and hash key, for ordering and SRV.
-    pub candidate: Candidate,
+    /// The priority it is answered at (its own, one lower in warning).
+    pub priority: u16,
+    /// Its weight.
+    pub weight: u16,
     /// Whether DNS may hand it out (status and health).
     pub served: bool,
     /// Whether its status is UP, whatever its health (for fail-open).
@@ -110,6 +112,9 @@ pub struct ServiceRecords {
     by_id: Box<[u32]>,
     /// Every tag any instance carries.
     tags: HashSet<Arc<str>>,
+    /// Seed of its instances' rendezvous keys (`order::seeded_key`): the
+    /// keys are made per query, and only for `hash`, rather than kept.
+    key_seed: u64,
     /// What follows an instance's id in its name, the SRV target:
     /// `<service>.instance[.<cluster>].<domain>`, in wire form (lower case,
     /// uncompressed, ending in the root label).
@@ -128,6 +133,20 @@ impl ServiceRecords {
             .binary_search_by(|&i| self.instances[i as usize].id().cmp(id))
             .ok()
             .map(|found| self.by_id[found] as usize)
+    }
+
+    /// What ordering needs of `instance`; its rendezvous key only when
+    /// the service orders by `hash` (0 otherwise).
+    pub fn candidate(&self, instance: &InstanceRecords) -> Candidate {
+        Candidate {
+            priority: instance.priority,
+            weight: instance.weight,
+            key: if self.lb == LbPolicy::Hash {
+                order::seeded_key(self.key_seed, instance.id())
+            } else {
+                0
+            },
+        }
     }
 
     /// The length of `instance`'s SRV target in wire form.
@@ -430,7 +449,7 @@ impl Projection {
         }
         let built: Box<[InstanceRecords]> = order
             .iter()
-            .map(|&r| instance_records(service, cluster, instances[r as usize]))
+            .map(|&r| instance_records(instances[r as usize]))
             .collect();
         let tags = instances
             .iter()
@@ -448,6 +467,7 @@ impl Projection {
             instances: built,
             by_id: by_id.into_boxed_slice(),
             tags,
+            key_seed: order::key_seed(service, cluster),
             target_suffix: self.target_suffix(service, cluster),
         }
     }
@@ -479,18 +499,14 @@ fn tier(instance: &Instance) -> u16 {
     instance.spec.priority.saturating_add(u16::from(warning))
 }
 
-/// The records of `instance` of `service` in `cluster`.
-fn instance_records(service: &str, cluster: &str, instance: &Arc<Instance>) -> InstanceRecords {
-    let spec = &instance.spec;
+/// The records of `instance`.
+fn instance_records(instance: &Arc<Instance>) -> InstanceRecords {
     InstanceRecords {
         source: instance.clone(),
+        priority: tier(instance),
+        weight: instance.spec.weight,
         served: instance.is_served(),
-        up: spec.status.is_served(),
-        candidate: Candidate {
-            priority: tier(instance),
-            weight: spec.weight,
-            key: instance_key(service, cluster, instance.id.as_str()),
-        },
+        up: instance.spec.status.is_served(),
     }
 }
 
@@ -612,10 +628,10 @@ mod tests {
         for id in ["a", "b", "d", "f"] {
             let (a, b) = (old.instance(id).unwrap(), new.instance(id).unwrap());
             assert!(Arc::ptr_eq(&a.source, &b.source), "{id} kept");
-            assert_eq!(a.candidate, b.candidate, "{id}");
+            assert_eq!((a.priority, a.weight), (b.priority, b.weight), "{id}");
         }
         assert!(new.instance("e").is_none());
-        assert_eq!(new.instance("c").unwrap().candidate.priority, 0);
+        assert_eq!(new.instance("c").unwrap().priority, 0);
     }
 
     #[test]

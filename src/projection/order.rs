@@ -127,14 +127,26 @@ pub fn client_hash(bytes: &[u8]) -> u64 {
     xxh3_64_with_seed(bytes, 0x5167_6e70_6f73_7421)
 }
 
-/// The stable key of an instance for rendezvous hashing.
-pub fn instance_key(service: &str, cluster: &str, id: &str) -> u64 {
-    let mut bytes = Vec::with_capacity(service.len() + cluster.len() + id.len() + 2);
-    for part in [service, cluster, id] {
+/// The seed of the instance keys of `service` in `cluster`
+/// ([`instance_key`]).
+pub fn key_seed(service: &str, cluster: &str) -> u64 {
+    let mut bytes = Vec::with_capacity(service.len() + cluster.len() + 2);
+    for part in [service, cluster] {
         bytes.extend_from_slice(part.as_bytes());
         bytes.push(0);
     }
     xxh3_64_with_seed(&bytes, 0)
+}
+
+/// The stable key of an instance for rendezvous hashing: its id, hashed
+/// with its service's seed ([`key_seed`]).
+pub fn seeded_key(seed: u64, id: &str) -> u64 {
+    xxh3_64_with_seed(id.as_bytes(), seed)
+}
+
+/// The stable key of instance `id` of `service` in `cluster`.
+pub fn instance_key(service: &str, cluster: &str, id: &str) -> u64 {
+    seeded_key(key_seed(service, cluster), id)
 }
 
 #[cfg(test)]
