@@ -362,9 +362,10 @@ pub fn spec_from(
                     format_duration(MAX_LEASE)
                 ),
             ))
-        } else if !d.subsec_nanos().is_multiple_of(1_000_000) {
-            Err(ValidationError::new(field, "must be whole milliseconds"))
         } else {
+            // Kept to the millisecond below. Not refused: records stored
+            // before durations were kept in milliseconds may have finer
+            // ones, and a data directory must keep loading.
             Ok(Millis::saturating(d))
         }
     };
@@ -855,5 +856,17 @@ mod tests {
         doc["services"][1]["settings"] = Value::Null;
         doc["services"][0]["instances"] = Value::Null;
         assert!(state_from_json(doc).is_ok());
+    }
+
+    #[test]
+    fn finer_leases_are_kept_to_the_millisecond() {
+        let mut doc = state_to_json(&sample());
+        doc["services"][1]["instances"][0]["lease"] = json!("1s 500ms 700us");
+        doc["services"][1]["instances"][0]["deregister_after"] = json!("2s 1us");
+        let state = state_from_json(doc).unwrap();
+        let web = &state.instances[&ServiceName::parse("web").unwrap()];
+        let spec = &web.values().next().unwrap().spec;
+        assert_eq!(spec.lease.unwrap().get(), Duration::from_millis(1500));
+        assert_eq!(spec.deregister_after.get(), Duration::from_secs(2));
     }
 }
