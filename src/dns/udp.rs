@@ -79,19 +79,20 @@ fn serve(handler: &DnsHandler, socket: &UdpSocket, stop: &AtomicBool) {
     use nix::sys::socket::{MsgFlags, MultiHeaders, SockaddrStorage, recvmmsg};
 
     let fd = socket.as_raw_fd();
-    let mut queries = vec![[0u8; RECV_BUFFER]; BATCH];
+    let mut queries: Box<[[u8; RECV_BUFFER]; BATCH]> = vec![[0u8; RECV_BUFFER]; BATCH]
+        .into_boxed_slice()
+        .try_into()
+        .expect("BATCH buffers");
     let mut received: Vec<(usize, Option<SocketAddr>)> = Vec::with_capacity(BATCH);
     let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(BATCH, None);
     let mut replies = Replies::new();
     let mut encoder = Encoder::new();
     while !stop.load(Ordering::Relaxed) {
         received.clear();
-        // The buffers are lent to the kernel for the call only.
+        // The buffers are lent to the kernel for the call only, through an
+        // array on the stack: nothing is allocated per batch.
         let got = {
-            let mut slices: Vec<[IoSliceMut<'_>; 1]> = queries
-                .iter_mut()
-                .map(|q| [IoSliceMut::new(&mut q[..])])
-                .collect();
+            let mut slices = queries.each_mut().map(|q| [IoSliceMut::new(&mut q[..])]);
             recvmmsg(
                 fd,
                 &mut headers,
@@ -169,15 +170,15 @@ impl Replies {
         use nix::sys::socket::{ControlMessage, MsgFlags, sendmmsg};
         let mut start = 0;
         while start < self.to.len() {
-            let slices: Vec<[IoSlice<'_>; 1]> = self.buffers[start..self.to.len()]
-                .iter()
-                .map(|b| [IoSlice::new(b)])
-                .collect();
+            // On the stack, as for receiving: nothing allocated per batch.
+            let waiting = &self.buffers[start..self.to.len()];
+            let slices: [[IoSlice<'_>; 1]; BATCH] =
+                std::array::from_fn(|i| [IoSlice::new(waiting.get(i).map_or(&[], |b| &b[..]))]);
             let none: [ControlMessage<'_>; 0] = [];
             match sendmmsg(
                 fd,
                 &mut self.headers,
-                &slices,
+                &slices[..waiting.len()],
                 &self.to[start..],
                 none,
                 MsgFlags::empty(),
