@@ -131,7 +131,7 @@ pub async fn serve(
         0 => std::thread::available_parallelism().map_or(1, usize::from),
         n => n,
     };
-    let listeners = crate::dns::bind(args.dns_addr, dns_threads)
+    let listeners = crate::dns::bind(args.dns_addr, dns_threads, args.dns_reuseport)
         .await
         .map_err(io_error("cannot bind DNS to", args.dns_addr))?;
     let dns_addr = listeners

@@ -89,10 +89,14 @@ pub struct ServeArgs {
     /// start.
     #[arg(long, default_value = "200ms", value_parser = parse_duration, env = "SIGNPOST_CHECKPOINT_INTERVAL")]
     pub checkpoint_interval: Duration,
-    /// UDP sockets and threads answering DNS, all on the same port
-    /// (`SO_REUSEPORT`). 0: one per CPU this process may run on.
+    /// Threads answering DNS over UDP. 0: one per CPU this process may run
+    /// on.
     #[arg(long, default_value_t = 0, env = "SIGNPOST_DNS_THREADS")]
     pub dns_threads: usize,
+    /// Give each UDP thread a socket of its own on the port (`SO_REUSEPORT`)
+    /// instead of one socket they all read.
+    #[arg(long, env = "SIGNPOST_DNS_REUSEPORT")]
+    pub dns_reuseport: bool,
     /// Seed for answer ordering, for reproducible tests. Random by default.
     #[arg(long, hide = true, env = "SIGNPOST_SEED")]
     pub seed: Option<u64>,

@@ -1293,9 +1293,15 @@ fn dns_sd_browsing_per_rfc_6763() {
 
 #[test]
 fn every_udp_thread_answers_alike() {
-    // Four sockets on one port: the kernel hands each client port to one of
-    // them, so forty fresh client sockets reach all of them.
-    let server = Server::start(&["--dns-threads", "4"]);
+    // Four threads reading one socket (the default), then four sockets on
+    // one port: the kernel hands each client port to one of them, so forty
+    // fresh client sockets reach all of them.
+    every_udp_thread_answers_alike_with(&["--dns-threads", "4"]);
+    every_udp_thread_answers_alike_with(&["--dns-threads", "4", "--dns-reuseport"]);
+}
+
+fn every_udp_thread_answers_alike_with(args: &[&str]) {
+    let server = Server::start(args);
     server.register("web", "a", instance("10.9.0.1", 80));
     server.register("web", "b", instance("10.9.0.2", 80));
     for n in 0..40 {

@@ -27,8 +27,9 @@ const UDP_RECV_BUFFER: usize = 4 << 20;
 
 /// UDP sockets and a TCP listener on the same address and port.
 pub struct DnsListeners {
-    /// Bound UDP sockets, all on one port (`SO_REUSEPORT`): the kernel
-    /// spreads datagrams over them by source address and port.
+    /// UDP sockets, one per thread: copies of one socket or, with
+    /// `reuseport`, sockets of their own on one port (`SO_REUSEPORT`), over
+    /// which the kernel spreads datagrams by source address and port.
     pub udp: Vec<std::net::UdpSocket>,
     /// Bound TCP listener.
     pub tcp: TcpListener,
@@ -41,10 +42,22 @@ impl DnsListeners {
     }
 }
 
-/// Binds `udp_sockets` (at least one) UDP sockets and a TCP listener on
-/// `addr`. With port 0, picks one port free for both, since a client that
-/// is told to retry over TCP retries on the same port.
-pub async fn bind(addr: SocketAddr, udp_sockets: usize) -> io::Result<DnsListeners> {
+/// Binds UDP for `udp_threads` threads (at least one) and a TCP listener
+/// on `addr`. With port 0, picks one port free for both, since a client
+/// that is told to retry over TCP retries on the same port.
+///
+/// By default the threads share one socket: whichever of them is running
+/// takes the next query. With `reuseport` each has a socket of its own on
+/// the port (`SO_REUSEPORT`), and the kernel hands each client to one of
+/// them; that spares the threads one socket's lock, but a client whose
+/// thread is not running waits for it. On this project's 2-core host, with
+/// the load generator on the same cores, one shared socket had the lower
+/// tail latency (README, "Command line").
+pub async fn bind(
+    addr: SocketAddr,
+    udp_threads: usize,
+    reuseport: bool,
+) -> io::Result<DnsListeners> {
     let mut last_error = None;
     for _ in 0..PORT_TRIES {
         let first = bind_udp(addr)?;
@@ -58,8 +71,13 @@ pub async fn bind(addr: SocketAddr, udp_sockets: usize) -> io::Result<DnsListene
             Err(e) => return Err(e),
         };
         let mut udp = vec![first];
-        for _ in 1..udp_sockets.max(1) {
-            udp.push(bind_udp(bound)?);
+        for _ in 1..udp_threads.max(1) {
+            let next = if reuseport {
+                bind_udp(bound)?
+            } else {
+                udp[0].try_clone()?
+            };
+            udp.push(next);
         }
         return Ok(DnsListeners { udp, tcp });
     }
