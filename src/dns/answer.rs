@@ -8,7 +8,7 @@ use hickory_proto::rr::{LowerName, Name, RData, Record, RecordType};
 use rand::rngs::SmallRng;
 
 use super::registry_zone::address_record;
-use crate::projection::ServiceRecords;
+use crate::projection::{InstanceRecords, ServiceRecords};
 
 /// One question, as a zone sees it.
 pub struct Question<'a> {
@@ -81,16 +81,28 @@ impl ServiceAnswer {
         for &n in &self.order {
             let instance = &self.records.instances[n as usize];
             if self.srv {
-                let c = instance;
-                let target = self.records.target(instance);
-                let srv = SRV::new(c.priority, c.weight, instance.port(), target.clone());
+                let (srv, address) = srv_with_address(&self.records, instance);
                 answers.push(Record::from_rdata(qname.clone(), self.ttl, RData::SRV(srv)));
-                additional.push(address_record(target, instance.ttl(), instance.address()));
+                additional.push(address);
             } else {
                 answers.push(address_record(qname.clone(), self.ttl, instance.address()));
             }
         }
     }
+}
+
+/// `instance`'s SRV data, and the address record of its target (for
+/// Additional), for answers built as records.
+pub fn srv_with_address(service: &ServiceRecords, instance: &InstanceRecords) -> (SRV, Record) {
+    let target = service.target(instance);
+    let srv = SRV::new(
+        instance.priority,
+        instance.weight,
+        instance.port(),
+        target.clone(),
+    );
+    let address = address_record(target, instance.ttl(), instance.address());
+    (srv, address)
 }
 
 impl Answer {

@@ -232,11 +232,10 @@ impl Encoder {
             out.extend_from_slice(&service.ttl.to_be_bytes());
             let target_at;
             if service.srv {
-                let c = instance;
                 let len = 6 + service.records.target_len(instance);
                 out.extend_from_slice(&(len as u16).to_be_bytes());
-                out.extend_from_slice(&c.priority.to_be_bytes());
-                out.extend_from_slice(&c.weight.to_be_bytes());
+                out.extend_from_slice(&instance.priority.to_be_bytes());
+                out.extend_from_slice(&instance.weight.to_be_bytes());
                 out.extend_from_slice(&instance.port().to_be_bytes());
                 target_at = out.len();
                 // RFC 2782: the target is not compressed.

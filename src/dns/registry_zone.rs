@@ -5,10 +5,10 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use hickory_proto::op::ResponseCode;
-use hickory_proto::rr::rdata::{A, AAAA, HINFO, NS, PTR, SOA, SRV};
+use hickory_proto::rr::rdata::{A, AAAA, HINFO, NS, PTR, SOA};
 use hickory_proto::rr::{LowerName, Name, RData, Record, RecordType};
 
-use super::answer::{Answer, Question, ServiceAnswer};
+use super::answer::{Answer, Question, ServiceAnswer, srv_with_address};
 use super::names::{self, RegistryName};
 use crate::projection::order::{QueryContext, order};
 use crate::projection::{ClusterRecords, InstanceRecords, Projection, ServiceRecords, Snapshot};
@@ -525,15 +525,13 @@ fn dnssd_instance(
     service: &ServiceRecords,
     instance: &InstanceRecords,
 ) -> (Vec<Record>, Vec<Record>) {
-    let c = instance;
-    let (target, ttl) = (service.target(instance), instance.ttl());
-    let srv = SRV::new(c.priority, c.weight, instance.port(), target.clone());
+    let (srv, address) = srv_with_address(service, instance);
+    let ttl = instance.ttl();
     let records = vec![
         Record::from_rdata(owner.clone(), ttl, RData::SRV(srv)),
         Record::from_rdata(owner.clone(), ttl, RData::TXT(instance.txt())),
     ];
-    let extra = vec![address_record(target, ttl, instance.address())];
-    (records, extra)
+    (records, vec![address])
 }
 
 /// An A or AAAA record for `address`.
