@@ -17,7 +17,7 @@ use hickory_proto::rr::Name;
 use hickory_proto::rr::rdata::TXT;
 use parking_lot::Mutex;
 
-use crate::registry::model::{Health, Instance, LbPolicy, ServiceSettings};
+use crate::registry::model::{Health, Instance, LbPolicy, ServiceSettings, Tag};
 use crate::registry::{Observer, ServiceView};
 use order::Candidate;
 
@@ -453,7 +453,7 @@ impl Projection {
             .collect();
         let tags = instances
             .iter()
-            .flat_map(|i| i.spec.tags.iter().map(|t| Arc::<str>::from(t.as_str())))
+            .flat_map(|i| i.spec.tags.iter().map(Tag::shared))
             .collect();
         ServiceRecords {
             lb: settings.lb,

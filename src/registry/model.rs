@@ -120,6 +120,13 @@ label_type!(
     Arc<str>
 );
 
+impl Tag {
+    /// The tag's text, shared rather than copied.
+    pub fn shared(&self) -> Arc<str> {
+        self.0.clone()
+    }
+}
+
 /// A cluster (data centre) name: one DNS label that is not a structural label
 /// of the DNS layout (`service`, `instance`, `ns`), so names stay unambiguous.
 ///
