@@ -145,12 +145,7 @@ impl Fields {
                 format!("must be a JSON object, not {}", kind(&value)),
             ));
         };
-        if let Some(unknown) = map
-            .keys()
-            .find(|k| !known.contains(&k.as_str()) && !also.contains(&k.as_str()))
-        {
-            return Err(ValidationError::new(unknown.clone(), "unknown field"));
-        }
+        only_known(map.keys(), known, also)?;
         Ok(Self(map))
     }
 
@@ -582,6 +577,18 @@ pub fn state_to_json(state: &StoredState) -> Value {
     json!({ "format": EXPORT_FORMAT, "version": EXPORT_VERSION, "index": state.index, "services": services })
 }
 
+/// Refuses the first of `keys` that is in neither `known` nor `also`.
+fn only_known<'k>(
+    mut keys: impl Iterator<Item = &'k String>,
+    known: &[&str],
+    also: &[&str],
+) -> Result<(), ValidationError> {
+    match keys.find(|k| !known.contains(&k.as_str()) && !also.contains(&k.as_str())) {
+        Some(unknown) => Err(ValidationError::new(unknown.clone(), "unknown field")),
+        None => Ok(()),
+    }
+}
+
 /// The members of a JSON object kept as raw JSON text, for documents too
 /// large to parse into one tree.
 struct RawFields<'a>(BTreeMap<String, &'a RawValue>);
@@ -596,9 +603,7 @@ impl<'a> RawFields<'a> {
                 format!("must be a JSON object, not {}", kind(&parse_raw(raw))),
             )
         })?;
-        if let Some(unknown) = map.keys().find(|k| !known.contains(&k.as_str())) {
-            return Err(ValidationError::new(unknown.clone(), "unknown field"));
-        }
+        only_known(map.keys(), known, &[])?;
         Ok(Self(map))
     }
 
