@@ -345,12 +345,6 @@ impl Millis {
     }
 }
 
-impl From<Millis> for Duration {
-    fn from(m: Millis) -> Duration {
-        m.get()
-    }
-}
-
 /// Parses a duration written like `500ms`, `10s`, `5m`, `1h 30m`.
 pub fn parse_duration(field: &str, value: &str) -> Result<Duration, ValidationError> {
     humantime::parse_duration(value.trim()).map_err(|e| {
