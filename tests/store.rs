@@ -273,16 +273,22 @@ fn an_import_is_all_or_nothing_across_a_crash() {
     );
 }
 
+/// Starts the server on `dir`, expects it to refuse, and returns what it
+/// said on stderr.
+fn refused_start(dir: &Path) -> String {
+    let out = support::serve_command(&["--data-dir", dir.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 #[test]
 fn bad_data_directories_stop_start_up_with_the_path_and_a_remedy() {
     let dir = scratch("bad-dirs");
     let held = dir.join("held");
     let _running = start(&held);
-    let out = support::serve_command(&["--data-dir", held.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = refused_start(&held);
     assert!(
         err.contains(held.to_str().unwrap()) && err.contains("in use by another signpost"),
         "{err}"
@@ -291,11 +297,7 @@ fn bad_data_directories_stop_start_up_with_the_path_and_a_remedy() {
     let damaged = dir.join("damaged");
     std::fs::create_dir_all(&damaged).unwrap();
     std::fs::write(damaged.join("signpost.redb"), vec![0xA5; 8192]).unwrap();
-    let out = support::serve_command(&["--data-dir", damaged.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = refused_start(&damaged);
     assert!(
         err.contains("signpost.redb") && err.contains("damaged") && err.contains("import"),
         "{err}"
@@ -324,11 +326,7 @@ fn bad_data_directories_stop_start_up_with_the_path_and_a_remedy() {
     let mut bytes = std::fs::read(&wal).unwrap();
     bytes[4096 + 40] ^= 0xFF; // inside the first record's payload
     std::fs::write(&wal, &bytes).unwrap();
-    let out = support::serve_command(&["--data-dir", logged.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = refused_start(&logged);
     assert!(
         err.contains("signpost.wal.0") && err.contains("record 1 is damaged"),
         "{err}"

@@ -541,6 +541,17 @@ mod tests {
         spec.into_instance(InstanceId::parse(id).unwrap(), 1, 1)
     }
 
+    /// Services `svc0`, `svc1`, ... with one local instance each.
+    fn services(n: usize) -> Vec<ServiceState> {
+        (0..n)
+            .map(|i| {
+                let mut s = state(vec![instance("a", "dc1", &[])]);
+                s.name = ServiceName::parse(&format!("svc{i}")).unwrap();
+                s
+            })
+            .collect()
+    }
+
     fn state(instances: Vec<Instance>) -> ServiceState {
         ServiceState {
             name: ServiceName::parse("web").unwrap(),
@@ -637,13 +648,7 @@ mod tests {
     #[test]
     fn a_rebuild_copies_only_the_shard_it_changes() {
         let p = projection();
-        let states: Vec<_> = (0..1000)
-            .map(|i| {
-                let mut s = state(vec![instance("a", "dc1", &[])]);
-                s.name = ServiceName::parse(&format!("svc{i}")).unwrap();
-                s
-            })
-            .collect();
+        let states = services(1000);
         rebuild(&p, &states, 1);
         let before = p.load_full();
         rebuild(&p, std::slice::from_ref(&states[7]), 2);
@@ -731,13 +736,7 @@ mod tests {
     #[test]
     fn one_publish_for_many_services() {
         let p = projection();
-        let services: Vec<ServiceState> = (0..50)
-            .map(|n| {
-                let mut s = state(vec![instance("a", "dc1", &[])]);
-                s.name = ServiceName::parse(&format!("svc{n}")).unwrap();
-                s
-            })
-            .collect();
+        let services = services(50);
         let before = p.load_full();
         rebuild(&p, &services, 7);
         let after = p.load();

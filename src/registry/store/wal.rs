@@ -358,6 +358,14 @@ fn read_records(file: &File, start: u64) -> Result<Vec<Record>, Damage> {
 mod tests {
     use super::*;
 
+    /// A new log in `dir`, ready to append.
+    fn started(dir: &Path) -> Wal {
+        let (mut wal, found) = Wal::open(dir, 0).unwrap();
+        assert!(found.is_empty());
+        wal.restart().unwrap();
+        wal
+    }
+
     fn dir(name: &str) -> PathBuf {
         let dir = std::env::temp_dir().join(format!("signpost-wal-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
@@ -392,8 +400,7 @@ mod tests {
     #[test]
     fn a_torn_last_record_ends_the_log() {
         let dir = dir("torn");
-        let (mut wal, _) = Wal::open(&dir, 0).unwrap();
-        wal.restart().unwrap();
+        let mut wal = started(&dir);
         wal.append(b"one").unwrap();
         wal.append(b"two").unwrap();
         let end = HEADER_LEN + wal.written();
@@ -419,8 +426,7 @@ mod tests {
     #[test]
     fn rolling_keeps_numbering_and_old_records_are_not_replayed() {
         let dir = dir("roll");
-        let (mut wal, _) = Wal::open(&dir, 0).unwrap();
-        wal.restart().unwrap();
+        let mut wal = started(&dir);
         for i in 0..10u8 {
             wal.append(&[i; 100]).unwrap();
         }
@@ -443,8 +449,7 @@ mod tests {
     #[test]
     fn a_damaged_record_before_whole_ones_is_an_error() {
         let dir = dir("damaged");
-        let (mut wal, _) = Wal::open(&dir, 0).unwrap();
-        wal.restart().unwrap();
+        let mut wal = started(&dir);
         for payload in [b"one", b"two", b"six"] {
             wal.append(payload).unwrap();
         }
@@ -459,8 +464,7 @@ mod tests {
     #[test]
     fn a_missing_record_is_an_error_naming_the_file() {
         let dir = dir("gap");
-        let (mut wal, _) = Wal::open(&dir, 0).unwrap();
-        wal.restart().unwrap();
+        let mut wal = started(&dir);
         wal.append(b"one").unwrap();
         wal.append(b"two").unwrap();
         wal.roll().unwrap();
