@@ -28,8 +28,9 @@
 #       --dnsperf-arg A   extra dnsperf argument; repeat for more
 #       --nsd-servers N   NSD server-count (default 1, NSD's default)
 #       --knot-workers N  Knot udp-workers (default: Knot's, one per CPU)
-#       --signpost-workers N  TOKIO_WORKER_THREADS for signpost (default: one per
-#                         CPU it may run on, so 1 when pinned to one CPU)
+#       --signpost-workers N  signpost --workers, its async runtime's threads
+#                         (default: signpost's, half the CPUs it may run on,
+#                         at least one)
 #       --signpost-store KIND  signpost --store (default: signpost's own). Each
 #                         start gets a fresh --data-dir in the temporary directory
 #       --writers N       also run every signpost round a second time, at once,
@@ -424,7 +425,8 @@ SIGNPOST_LOGNAME=signpost   # its stdout and stderr: DIR/NAME.out, DIR/NAME.err
 start_signpost() { # DIR PREFIX...: start it (API, PORT[signpost], PID[signpost])
     local dir=$1 i api dns log=$SIGNPOST_LOGNAME; shift
     local envs=("RUST_LOG=${SIGNPOST_LOG:-info,hickory_server=warn,hickory_proto=warn}")
-    [[ -n $SIGNPOST_WORKERS ]] && envs+=("TOKIO_WORKER_THREADS=$SIGNPOST_WORKERS")
+    # SIGNPOST_WORKERS for --workers; TOKIO_WORKER_THREADS for builds before it.
+    [[ -n $SIGNPOST_WORKERS ]] && envs+=("SIGNPOST_WORKERS=$SIGNPOST_WORKERS" "TOKIO_WORKER_THREADS=$SIGNPOST_WORKERS")
     local args=(--dns-addr 127.0.0.1:0 --http-addr 127.0.0.1:0 --zones-dir "$TMP/zones-empty")
     # A fresh store each start: nothing from an earlier start or from ./data.
     [[ $SIGNPOST_SERVE_HELP == *--data-dir* ]] && args+=(--data-dir "$dir/signpost-data")

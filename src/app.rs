@@ -127,11 +127,7 @@ pub async fn serve(
     });
 
     let io_error = |what, addr| move |source| AppError::Io { what, addr, source };
-    let dns_threads = match args.dns_threads {
-        0 => std::thread::available_parallelism().map_or(1, usize::from),
-        n => n,
-    };
-    let listeners = crate::dns::bind(args.dns_addr, dns_threads, args.dns_reuseport)
+    let listeners = crate::dns::bind(args.dns_addr, args.udp_threads(), args.dns_reuseport)
         .await
         .map_err(io_error("cannot bind DNS to", args.dns_addr))?;
     let dns_addr = listeners

@@ -93,6 +93,12 @@ pub struct ServeArgs {
     /// on.
     #[arg(long, default_value_t = 0, env = "SIGNPOST_DNS_THREADS")]
     pub dns_threads: usize,
+    /// Threads of the async runtime, which serves the admin API, DNS over
+    /// TCP, health checks and the write path. 0: half the CPUs this
+    /// process may run on (at least one), since the UDP threads take one
+    /// per CPU.
+    #[arg(long, default_value_t = 0, env = "SIGNPOST_WORKERS")]
+    pub workers: usize,
     /// Give each UDP thread a socket of its own on the port (`SO_REUSEPORT`)
     /// instead of one socket they all read.
     #[arg(long, env = "SIGNPOST_DNS_REUSEPORT")]
@@ -100,6 +106,33 @@ pub struct ServeArgs {
     /// Seed for answer ordering, for reproducible tests. Random by default.
     #[arg(long, hide = true, env = "SIGNPOST_SEED")]
     pub seed: Option<u64>,
+}
+
+impl ServeArgs {
+    /// Threads of the async runtime: `--workers`, or half the CPUs.
+    ///
+    /// With one worker per CPU besides the UDP threads, each write woke
+    /// workers on every core and cost twice the CPU under DNS load (see
+    /// the README).
+    pub fn worker_threads(&self) -> usize {
+        match self.workers {
+            0 => (cpus() / 2).max(1),
+            n => n,
+        }
+    }
+
+    /// Threads answering DNS over UDP: `--dns-threads`, or one per CPU.
+    pub fn udp_threads(&self) -> usize {
+        match self.dns_threads {
+            0 => cpus(),
+            n => n,
+        }
+    }
+}
+
+/// CPUs this process may run on.
+fn cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from)
 }
 
 /// The registry's store.
@@ -280,4 +313,26 @@ fn parse_key_value(value: &str) -> Result<(String, String), String> {
         .split_once('=')
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .ok_or_else(|| format!("{value:?} is not key=value"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn serve(args: &[&str]) -> ServeArgs {
+        let cli = Cli::try_parse_from(["signpost", "serve"].iter().chain(args)).unwrap();
+        match cli.command {
+            Command::Serve(args) => args,
+            _ => unreachable!("parsed serve"),
+        }
+    }
+
+    #[test]
+    fn thread_counts_default_from_the_cpus() {
+        let default = serve(&[]);
+        assert_eq!(default.udp_threads(), cpus());
+        assert_eq!(default.worker_threads(), (cpus() / 2).max(1));
+        let set = serve(&["--workers", "3", "--dns-threads", "5"]);
+        assert_eq!((set.worker_threads(), set.udp_threads()), (3, 5));
+    }
 }

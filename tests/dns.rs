@@ -866,8 +866,15 @@ fn static_zones_are_served_beside_the_registry() {
 
 #[test]
 fn tcp_serves_several_queries_on_one_connection() {
+    // The runtime's thread count (`--workers`) serves TCP and the API alike.
+    for workers in ["1", "3"] {
+        tcp_serves_several_queries_with(&["--workers", workers]);
+    }
+}
+
+fn tcp_serves_several_queries_with(args: &[&str]) {
     use std::io::{Read, Write};
-    let server = Server::start(&[]);
+    let server = Server::start(args);
     web(&server);
     let mut stream = std::net::TcpStream::connect(server.dns).unwrap();
     stream
