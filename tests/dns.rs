@@ -1324,5 +1324,28 @@ fn every_udp_thread_answers_alike_with(args: &[&str]) {
         got.sort();
         assert_eq!(got, ["10.9.0.1", "10.9.0.2"], "query {n}");
     }
+    // A burst, sent before any reply is read, so that the threads take it
+    // in batches: every query is answered, once. A hundred replies fit the
+    // client socket's default receive buffer.
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    const BURST: u16 = 100;
+    for id in 0..BURST {
+        let mut q = DnsQuery::new("web.service.internal.", RecordType::A);
+        q.message.metadata.id = id;
+        socket.send_to(&q.bytes(), server.dns).unwrap();
+    }
+    let mut seen = vec![false; usize::from(BURST)];
+    let mut buf = vec![0; 65535];
+    for _ in 0..BURST {
+        let (n, _) = socket.recv_from(&mut buf).expect("a reply to every query");
+        let reply = hickory_proto::op::Message::from_vec(&buf[..n]).unwrap();
+        assert_eq!(reply.answers.len(), 2);
+        let id = usize::from(reply.metadata.id);
+        assert!(!seen[id], "query {id} answered twice");
+        seen[id] = true;
+    }
     server.assert_alive();
 }

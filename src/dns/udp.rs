@@ -1,12 +1,13 @@
-//! The UDP fast path: one OS thread per `SO_REUSEPORT` socket, each in a
-//! plain receive → answer → send loop, in batches.
+//! The UDP fast path: OS threads reading one socket (or, with
+//! `--dns-reuseport`, a socket each), each in a plain receive → answer →
+//! send loop, in batches.
 //!
 //! hickory's `Server` spawns a task for every datagram and sends the reply
 //! back through a channel to the socket's task; on a small machine that
 //! costs more than answering. Here a query is decoded with hickory-proto,
 //! answered by the same [`DnsHandler::respond`] that TCP uses, and encoded
 //! into a buffer the thread keeps, with no task, channel or lock between
-//! the datagram and its reply. TCP stays on hickory's `Server`.
+//! the datagram and its reply.
 //!
 //! One `recvmmsg` takes every datagram waiting, up to [`BATCH`] (it waits
 //! only for the first), and one `sendmmsg` sends their replies: under load
@@ -73,7 +74,7 @@ impl UdpServer {
     }
 }
 
-/// The loop of one socket.
+/// The loop of one thread.
 fn serve(handler: &DnsHandler, socket: &UdpSocket, stop: &AtomicBool) {
     use nix::errno::Errno;
     use nix::sys::socket::{MsgFlags, MultiHeaders, SockaddrStorage, recvmmsg};
