@@ -9,6 +9,7 @@ use rand::rngs::SmallRng;
 
 use super::registry_zone::address_record;
 use crate::projection::{InstanceRecords, ServiceRecords};
+use smallvec::SmallVec;
 
 /// One question, as a zone sees it.
 pub struct Question<'a> {
@@ -54,13 +55,17 @@ pub struct Answer {
     pub service: Option<ServiceAnswer>,
 }
 
+/// Instances an answer holds without allocating: a service of up to this
+/// many instances is answered with no allocation for its order.
+pub const INLINE: usize = 16;
+
 /// The instances of one service that answer a question, in answer order.
 #[derive(Debug)]
 pub struct ServiceAnswer {
     /// The service's records (kept alive by this answer).
     pub records: Arc<ServiceRecords>,
     /// Positions in `records.instances`, in the order to send.
-    pub order: Vec<u32>,
+    pub order: SmallVec<[u32; INLINE]>,
     /// SRV records (addresses in Additional), or A/AAAA records at the
     /// question's name.
     pub srv: bool,

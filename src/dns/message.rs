@@ -20,9 +20,14 @@ use std::net::IpAddr;
 use hickory_proto::op::{Edns, MessageType, Metadata};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 use hickory_proto::serialize::binary::{BinEncodable, BinEncoder};
+use smallvec::SmallVec;
 
-use super::answer::{Answer, ServiceAnswer};
+use super::answer::{Answer, INLINE, ServiceAnswer};
 use super::wire::{name_len, opt_len};
+
+/// Where each SRV target of an answer was written (`None`: past where a
+/// compression pointer reaches).
+type Targets = SmallVec<[Option<u16>; INLINE]>;
 
 /// A or AAAA, by the address's family.
 fn address_type(address: &IpAddr) -> RecordType {
@@ -148,7 +153,7 @@ impl Encoder {
         let mut counts = [0u16; 3];
         // Where each service answer's SRV target was written, for the
         // owner of its address record.
-        let mut targets: Vec<Option<u16>> = Vec::new();
+        let mut targets = Targets::new();
         'sections: for (section, records) in
             [&answer.answers, &answer.authority, &answer.additional]
                 .into_iter()
@@ -207,7 +212,7 @@ impl Encoder {
         qname: Option<&Name>,
         plain_question: bool,
         room: usize,
-        targets: &mut Vec<Option<u16>>,
+        targets: &mut Targets,
     ) -> u16 {
         let mut wrote = 0;
         for &n in &service.order {

@@ -7,8 +7,9 @@ use std::sync::Arc;
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::rdata::{A, AAAA, HINFO, NS, PTR, SOA};
 use hickory_proto::rr::{LowerName, Name, RData, Record, RecordType};
+use smallvec::SmallVec;
 
-use super::answer::{Answer, Question, ServiceAnswer, srv_with_address};
+use super::answer::{Answer, INLINE, Question, ServiceAnswer, srv_with_address};
 use super::names::{self, RegistryName};
 use crate::projection::order::{QueryContext, order};
 use crate::projection::{ClusterRecords, InstanceRecords, Projection, ServiceRecords, Snapshot};
@@ -374,7 +375,7 @@ impl RegistryZone {
                 if *srv_only && qtype != RecordType::SRV {
                     return;
                 }
-                let wanted = |s: &ServiceRecords, healthy: bool| -> Vec<usize> {
+                let wanted = |s: &ServiceRecords, healthy: bool| -> Picked {
                     s.instances
                         .iter()
                         .enumerate()
@@ -389,7 +390,7 @@ impl RegistryZone {
                 // The local cluster, then (for names without a cluster label)
                 // the first failover cluster with something served; with
                 // fail_open and nothing healthy anywhere, every UP instance.
-                let clusters: Vec<&Arc<ServiceRecords>> = std::iter::once(*service)
+                let clusters: SmallVec<[&Arc<ServiceRecords>; 4]> = std::iter::once(*service)
                     .chain(
                         service
                             .failover
@@ -429,12 +430,12 @@ impl RegistryZone {
     fn service_records(
         &self,
         service: &Arc<ServiceRecords>,
-        picked: Vec<usize>,
+        picked: Picked,
         qtype: RecordType,
         q: &mut Question<'_>,
         answer: &mut Answer,
     ) {
-        let candidates: Vec<_> = picked
+        let candidates: SmallVec<[_; INLINE]> = picked
             .iter()
             .map(|&n| service.candidate(&service.instances[n]))
             .collect();
@@ -446,7 +447,7 @@ impl RegistryZone {
             },
             client: q.client,
         };
-        let mut ordered = Vec::with_capacity(picked.len());
+        let mut ordered: Picked = smallvec::smallvec![0; picked.len()];
         order(&candidates, service.lb, ctx, q.rng, &mut ordered);
         if service.lb == LbPolicy::Hash {
             answer.ecs_scope = q.ecs_source_prefix;
@@ -492,6 +493,9 @@ impl RegistryZone {
 /// Extended DNS Error "Other" (RFC 8914 §4.1): no code says "fail-open", so
 /// the extra text does.
 const EDE_OTHER: u16 = 0;
+
+/// Positions of instances in a service's records.
+type Picked = SmallVec<[usize; INLINE]>;
 
 /// TTL of the apex NS and the name server's address: they change only with
 /// the configuration.

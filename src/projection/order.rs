@@ -32,18 +32,26 @@ pub struct QueryContext {
 /// draw the same distribution in O(n log n) instead of O(n²).
 const EXACT_WEIGHTED_MAX: usize = 64;
 
-/// Orders `candidates` (which must be sorted by priority) into `out`, as
-/// indexes into `candidates`: lowest priority tier first, each tier ordered
-/// by `policy`.
+/// Orders `candidates` (which must be sorted by priority) into `out`, one
+/// slot per candidate, as indexes into `candidates`: lowest priority tier
+/// first, each tier ordered by `policy`. The caller provides `out`, so that
+/// a small answer is ordered without allocating.
+///
+/// # Panics
+///
+/// If `out` and `candidates` differ in length.
 pub fn order<R: Rng + ?Sized>(
     candidates: &[Candidate],
     policy: LbPolicy,
     ctx: QueryContext,
     rng: &mut R,
-    out: &mut Vec<usize>,
+    out: &mut [usize],
 ) {
     debug_assert!(candidates.is_sorted_by_key(|c| c.priority));
-    out.clear();
+    assert_eq!(out.len(), candidates.len(), "one slot per candidate");
+    for (n, slot) in out.iter_mut().enumerate() {
+        *slot = n;
+    }
     let mut start = 0;
     while start < candidates.len() {
         let priority = candidates[start].priority;
@@ -52,9 +60,7 @@ pub fn order<R: Rng + ?Sized>(
                 .iter()
                 .take_while(|c| c.priority == priority)
                 .count();
-        let tier_start = out.len();
-        out.extend(start..end);
-        let tier = &mut out[tier_start..];
+        let tier = &mut out[start..end];
         match policy {
             LbPolicy::Weighted => weighted(candidates, tier, rng),
             LbPolicy::RoundRobin => {
@@ -188,7 +194,7 @@ mod tests {
         seed: u64,
     ) -> Vec<usize> {
         let mut rng = SmallRng::seed_from_u64(seed);
-        let mut out = Vec::new();
+        let mut out = vec![0; c.len()];
         let mut counts = vec![0; c.len()];
         for q in 0..trials {
             let ctx = QueryContext {
@@ -224,7 +230,7 @@ mod tests {
         let total: f64 = w.iter().sum();
         let trials = 100_000;
         let mut rng = SmallRng::seed_from_u64(11);
-        let mut out = Vec::new();
+        let mut out = vec![0; c.len()];
         let mut second = [0usize; 3];
         for _ in 0..trials {
             order(
@@ -261,7 +267,7 @@ mod tests {
     fn priority_tiers_come_first_whatever_the_policy() {
         let c = cands(&[(0, 1), (0, 1), (5, 65535), (9, 65535)]);
         let mut rng = SmallRng::seed_from_u64(1);
-        let mut out = Vec::new();
+        let mut out = vec![0; c.len()];
         for policy in [
             LbPolicy::Weighted,
             LbPolicy::RoundRobin,
@@ -284,7 +290,7 @@ mod tests {
     fn round_robin_rotates_by_one() {
         let c = cands(&[(0, 1), (0, 1), (0, 1)]);
         let mut rng = SmallRng::seed_from_u64(1);
-        let mut out = Vec::new();
+        let mut out = vec![0; c.len()];
         let mut firsts = Vec::new();
         for rotation in 0..6 {
             order(
@@ -323,6 +329,7 @@ mod tests {
                 rotation: 0,
                 client: client_hash(&client.to_be_bytes()),
             };
+            out.resize(c.len(), 0);
             order(c, LbPolicy::Hash, ctx, rng, out);
             out[0]
         };
