@@ -901,6 +901,33 @@ def percentile(sorted_values: list[float], p: float) -> float | None:
     return sorted_values[k]
 
 
+def host_speed(seconds: float = 0.1) -> float | None:
+    """Millions of iterations per second of a fixed busy loop on the slowest
+    CPU this process may use, measured while no server is under load.
+
+    On a quiet host it is steady; when other tenants share the cores (the
+    hypervisor's steal time does not always show it) it drops, and so does
+    every server's throughput in that run."""
+    try:
+        cpus = sorted(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return None
+    rates = []
+    try:
+        for cpu in cpus:
+            os.sched_setaffinity(0, {cpu})
+            n = 0
+            end = time.perf_counter() + seconds
+            while time.perf_counter() < end:
+                for _ in range(1000):
+                    pass
+                n += 1
+            rates.append(n * 1000 / seconds / 1e6)
+    finally:
+        os.sched_setaffinity(0, cpus)
+    return round(min(rates), 2)
+
+
 def run_dnsperf(a, server: dict, duration: float, verbose: bool, workdir: str,
                 label: str) -> dict:
     cmd = []
@@ -1081,7 +1108,9 @@ def cmd_run(a):
         order = servers[k:] + servers[:k]
         for s in order:
             label = f"{a.placement}-r{rnd}-{s['name']}"
+            speed = host_speed()
             r = run_dnsperf(a, s, a.duration, a.percentiles, workdir, label)
+            r["host_speed"] = speed
             r["round"] = rnd
             r["placement"] = a.placement
             runs.append(r)
@@ -1091,10 +1120,12 @@ def cmd_run(a):
                 f"avg {1000 * (r['avg_latency_s'] or 0):.3f} ms  "
                 f"server cpu {r['server_cpu_s']:.2f} s "
                 f"({cpq if cpq is not None else '-'} us/q)  "
-                f"dnsperf cpu {r['client_cpu_pct']:.0f}%")
+                f"dnsperf cpu {r['client_cpu_pct']:.0f}%  host speed {speed}")
             if a.writers and s["name"] == "signpost":
                 # The same run again at once, with the writers.
+                w_speed = host_speed()
                 w = run_with_writers(a, s, workdir, label + "-writers")
+                w["host_speed"] = w_speed
                 w["round"] = rnd
                 w["placement"] = a.placement
                 writer_runs.append(w)
@@ -1598,6 +1629,12 @@ def cmd_report(a):
     cfg = meta["config"]
     names = cfg["servers"]
     out = []
+    # The busy loop's median over every run of this report: the host as it
+    # mostly was, against which each run's host speed is read.
+    speeds = [r.get("host_speed") for p in placements.values()
+              for r in p["runs"] + p.get("writer_runs", [])]
+    speeds = [v for v in speeds if v]
+    typical = statistics.median(speeds) if speeds else None
     for pname, p in placements.items():
         runs = p["runs"]
         p["summary"] = summarize(runs, names)
@@ -1658,6 +1695,18 @@ def cmd_report(a):
                     and check.get("differ_by_section", {}).get("nsd"):
                 out.append("  (NSD by default adds the zone's NS and its address to answers; its "
                            "minimal-responses option would also drop the SRV targets' addresses)")
+        if typical:
+            ordered = sorted(runs + p.get("writer_runs", []), key=lambda r: r["round"])
+            mine = [r["host_speed"] for r in ordered if r.get("host_speed")]
+            if mine:
+                out.append("host speed before each run (millions of busy-loop iterations a second "
+                           f"on the slowest CPU; the report's median {typical:.2f}): "
+                           + " ".join(f"{v:g}" for v in mine))
+                if min(mine) < 0.8 * typical:
+                    out.append(f"WARNING: the host ran at {100 * min(mine) / typical:.0f}% of its "
+                               "median speed before some runs: other tenants had the CPUs, and "
+                               "those runs measure them too; compare ratios from the same "
+                               "round, or run again")
         out.append("busiest server thread, share of the server's CPU (median): " + "; ".join(
             f"{n} {fmt(p['summary'][n]['median_busiest_thread_pct'], '.0f')}%"
             f" ({', '.join(p['summary'][n]['busiest_thread_names']) or '-'})" for n in names))
