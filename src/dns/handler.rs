@@ -7,11 +7,9 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use hickory_proto::op::{Edns, Metadata, OpCode, ResponseCode};
+use hickory_proto::op::{Edns, LowerQuery, Metadata, OpCode, ResponseCode};
 use hickory_proto::rr::rdata::opt::{ClientSubnet, EdnsCode, EdnsOption};
 use hickory_proto::rr::{DNSClass, RecordType};
-use hickory_server::net::xfer::Protocol;
-use hickory_server::server::Request;
 use rand::SeedableRng;
 use rand::rngs::SmallRng;
 
@@ -94,6 +92,21 @@ pub fn payload_limit(tcp: bool, edns: Option<&Edns>) -> usize {
     }
 }
 
+/// What the handler reads of a decoded query: borrowed from hickory's
+/// `Request`, or from the UDP path's own decoding of the common shape.
+pub struct Incoming<'a> {
+    /// The query's header fields.
+    pub metadata: &'a Metadata,
+    /// Its questions.
+    pub queries: &'a [LowerQuery],
+    /// Its OPT record, if any.
+    pub edns: Option<&'a Edns>,
+    /// The client's address.
+    pub src: IpAddr,
+    /// Whether it came over TCP.
+    pub tcp: bool,
+}
+
 /// A response ready to encode, not yet cut to the client's payload size.
 pub struct Response {
     /// Header fields.
@@ -124,10 +137,10 @@ impl DnsHandler {
     }
 
     /// Builds the response to `request`.
-    pub fn respond(&self, request: &Request) -> Response {
-        let mut metadata = Metadata::response_from_request(&request.metadata);
-        let tcp = request.protocol() != Protocol::Udp;
-        let request_edns = request.edns.as_ref();
+    pub fn respond(&self, request: &Incoming<'_>) -> Response {
+        let mut metadata = Metadata::response_from_request(request.metadata);
+        let tcp = request.tcp;
+        let request_edns = request.edns;
         let mut edns = request_edns.map(|req| {
             let mut e = Edns::new();
             e.set_max_payload(req.max_payload().clamp(PLAIN_UDP_PAYLOAD, MAX_UDP_PAYLOAD));
@@ -150,7 +163,7 @@ impl DnsHandler {
             metadata.response_code = ResponseCode::NotImp;
             return response(metadata, edns);
         }
-        let [query] = request.queries.queries() else {
+        let [query] = request.queries else {
             metadata.response_code = ResponseCode::FormErr;
             return response(metadata, edns);
         };
@@ -173,7 +186,7 @@ impl DnsHandler {
         });
         let client = match &subnet {
             Some(s) => subnet_hash(s),
-            None => address_hash(request.src().ip()),
+            None => address_hash(request.src),
         };
         let mut rng = self.rng.next();
         let original = query.original();
