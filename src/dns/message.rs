@@ -52,7 +52,7 @@ fn write_address(out: &mut Vec<u8>, address: &IpAddr) {
 }
 
 /// Size of the fixed DNS header.
-const HEADER_LEN: usize = 12;
+pub(super) const HEADER_LEN: usize = 12;
 /// Largest offset a compression pointer can hold.
 const MAX_POINTER: usize = 0x3FFF;
 /// Most labels a name can have (255 bytes of wire form).

@@ -29,7 +29,7 @@ use hickory_server::server::Request;
 
 use super::answer::Answer;
 use super::handler::{DnsHandler, Incoming, Response, payload_limit};
-use super::message::Encoder;
+use super::message::{Encoder, HEADER_LEN};
 
 /// Largest datagram read. Queries are small; a longer one is cut by the
 /// kernel and then fails to decode (FORMERR).
@@ -279,9 +279,6 @@ pub fn answer(
     );
     true
 }
-
-/// Bytes of a DNS header.
-const HEADER_LEN: usize = 12;
 
 /// A query of the common shape, decoded without copying the datagram: one
 /// question, nothing in the answer and authority sections, and at most one
