@@ -6,10 +6,10 @@ use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::rdata::SRV;
 use hickory_proto::rr::{LowerName, Name, RData, Record, RecordType};
 use rand::rngs::SmallRng;
+use smallvec::SmallVec;
 
 use super::registry_zone::address_record;
 use crate::projection::{InstanceRecords, ServiceRecords};
-use smallvec::SmallVec;
 
 /// One question, as a zone sees it.
 pub struct Question<'a> {

@@ -230,15 +230,11 @@ pub fn answer(
     // hickory's whole-message decoding, which copies the datagram.
     let plain = Plain::read(&mut decoder, &header);
     let whole;
-    let (request, question) = match &plain {
+    let (metadata, queries, edns, question) = match &plain {
         Some(plain) => (
-            Incoming {
-                metadata: &header.metadata,
-                queries: std::slice::from_ref(&plain.query),
-                edns: plain.edns.as_ref(),
-                src: src.ip(),
-                tcp,
-            },
+            &header.metadata,
+            std::slice::from_ref(&plain.query),
+            plain.edns.as_ref(),
             &packet[HEADER_LEN..plain.question_end],
         ),
         None => {
@@ -251,16 +247,19 @@ pub fn answer(
                 }
             };
             (
-                Incoming {
-                    metadata: &whole.metadata,
-                    queries: whole.queries.queries(),
-                    edns: whole.edns.as_ref(),
-                    src: src.ip(),
-                    tcp,
-                },
+                &whole.metadata,
+                whole.queries.queries(),
+                whole.edns.as_ref(),
                 whole.queries.as_bytes(),
             )
         }
+    };
+    let request = Incoming {
+        metadata,
+        queries,
+        edns,
+        src: src.ip(),
+        tcp,
     };
     let Response {
         metadata,
